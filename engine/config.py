@@ -1,0 +1,348 @@
+"""config.yaml: load, interpolate `${VAR:-default}`, validate, and explain errors.
+
+`load_config(path)` returns an `EngineConfig` or raises `ConfigError`, whose
+`problems` each name the file, the line, the key (e.g. `channels[0].source.port`)
+and what would be valid. Interpolation happens on scalar values only, so a line
+number always points at what the analyst wrote. Relative paths are resolved
+against the config file's folder, so the engine behaves the same from any cwd.
+"""
+from __future__ import annotations
+
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# A default may hold another ${...}; this matches only innermost references, resolved first.
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>(?:[^}$]|\$(?!\{))*))?\}")
+
+
+class ConfigError(Exception):
+    """Every problem found in one config file; `str()` lists them one per line."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- sources -------------------------------------------------------------
+
+class MLLPSource(_Strict):
+    """An MLLP listener (TCP server) receiving HL7 v2 from EHRs."""
+    type: Literal["mllp"]
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    idle_timeout_seconds: float = Field(default=600.0, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+
+
+Source = Annotated[Union[MLLPSource], Field(discriminator="type")]
+
+
+# ---- filters -------------------------------------------------------------
+
+class Filter(_Strict):
+    """Keep a message only if the value at `path` passes: `in`, `not_in`, `equals` or `matches` (regex)."""
+    path: str
+    in_: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
+    equals: str | None = None
+    matches: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, value: str) -> str:
+        from engine.hl7v2.parse import _split
+        _split(value)
+        return value
+
+    @field_validator("matches")
+    @classmethod
+    def _regex_ok(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "Filter":
+        tests = [t for t in (self.in_, self.not_in, self.equals, self.matches) if t is not None]
+        if len(tests) != 1:
+            raise ValueError("a filter needs exactly one of: in, not_in, equals, matches")
+        return self
+
+
+# ---- destinations (validated now; delivery arrives with the outbound queue) ----
+
+class MLLPDestination(_Strict):
+    type: Literal["mllp"]
+    name: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class FileDestination(_Strict):
+    type: Literal["file"]
+    name: str
+    directory: Path
+
+
+Destination = Annotated[Union[MLLPDestination, FileDestination], Field(discriminator="type")]
+
+
+class Transformer(_Strict):
+    mapping: Path
+
+
+class Channel(_Strict):
+    """Source -> filters -> transformer -> destinations, as in Mirth."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    enabled: bool = True
+    source: Source
+    message_types: list[str] = Field(default_factory=list,
+                                     description="accepted MSH-9 types like ORM^O01 or ORM; empty = all")
+    strict: bool = False
+    filters: list[Filter] = Field(default_factory=list)
+    transformer: Transformer | None = None
+    destinations: list[Destination] = Field(default_factory=list)
+
+
+# ---- engine-wide ---------------------------------------------------------
+
+class StoreConfig(_Strict):
+    url: str
+    synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
+    duplicate_window_hours: float = Field(default=168.0, ge=0)
+    group_commit_max: int = Field(default=512, ge=1, le=100_000)
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not (value.startswith("sqlite:///") or value.startswith("postgresql://")):
+            raise ValueError("expected sqlite:///PATH (embedded) or postgresql://... (several nodes)")
+        return value
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+    file: Path | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class WebConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8575, ge=1, le=65535)
+
+
+class ProcessingConfig(_Strict):
+    """The post-ACK pipeline (full parse, filters, transformer)."""
+    isolation: Literal["process", "thread"] = Field(
+        default="process", description="process: a worker process at lower priority, so parsing never slows ACKs")
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    nice: int = Field(default=5, ge=0, le=19)
+
+
+class EngineConfig(_Strict):
+    data_dir: Path
+    store: StoreConfig
+    logging: LoggingConfig = LoggingConfig()
+    web: WebConfig = WebConfig()
+    processing: ProcessingConfig = ProcessingConfig()
+    channels: list[Channel] = Field(default_factory=list)
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "EngineConfig":
+        names = [c.name for c in self.channels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"channel names must be unique; repeated: {', '.join(dupes)}")
+        ports = [(c.source.host, c.source.port) for c in self.channels if c.enabled]
+        taken = sorted({f"{h}:{p}" for h, p in ports if ports.count((h, p)) > 1})
+        if taken:
+            raise ValueError(f"two enabled channels listen on the same address: {', '.join(taken)}")
+        return self
+
+    def channel(self, name: str) -> Channel:
+        for channel in self.channels:
+            if channel.name == name:
+                return channel
+        raise KeyError(name)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.store.url.removeprefix("sqlite:///"))
+
+
+# ---- loading ---------------------------------------------------------------
+
+def interpolate(value: str, env: dict[str, str] | os._Environ = os.environ) -> str:
+    """Replace ${VAR} and ${VAR:-default}; an unset ${VAR} without default raises KeyError(VAR).
+
+    An empty variable counts as unset when a default is given (shell `:-` semantics).
+    """
+    def sub(match: re.Match) -> str:
+        name, default = match["name"], match["default"]
+        current = env.get(name)
+        if current:
+            return current
+        if default is not None:
+            return default
+        raise KeyError(name)
+    previous = None
+    while previous != value:
+        previous, value = value, _VAR.sub(sub, value)
+    return value
+
+
+def _to_python(node: yaml.Node, lines: dict[tuple, int], path: tuple, problems: list[str], filename: str,
+               env) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[key] = _to_python(value_node, lines, path + (key,), problems, filename, env)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, lines, path + (i,), problems, filename, env) for i, item in enumerate(node.value)]
+    value = node.value
+    if "${" in value:
+        try:
+            return interpolate(value, env)
+        except KeyError as exc:
+            problems.append(f"{filename}:{lines[path]}: {_dotted(path)}: environment variable {exc.args[0]} is "
+                            f"not set and has no default (write ${{{exc.args[0]}:-default}})")
+            return value
+    return yaml.SafeLoader("").construct_object(node) if node.style is None else value
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation such as list[Channel] or Annotated[Union[...], ...]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found += _models_in(arg)
+    return found
+
+
+def _valid_hint(error: dict, loc: tuple) -> str:
+    """For an unknown key, list the keys the model accepts at that place."""
+    if error["type"] != "extra_forbidden":
+        return ""
+    models: list[type[BaseModel]] = [EngineConfig]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        models = [m for f in fields for m in _models_in(f.annotation)]
+    keys = sorted({f.alias or name for m in models for name, f in m.model_fields.items() if name != "source_file"})
+    return f"; valid keys here: {', '.join(keys)}" if keys else ""
+
+
+def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> EngineConfig:
+    path = Path(path)
+    filename = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{filename}: cannot read the config file: {exc.strerror}"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}" if mark else filename
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if root is None or not isinstance(root, yaml.MappingNode):
+        raise ConfigError([f"{filename}: the config must be a mapping with keys like store, channels"])
+    lines: dict[tuple, int] = {}
+    problems: list[str] = []
+    data = _to_python(root, lines, (), problems, filename, os.environ if env is None else env)
+    if problems:
+        raise ConfigError(problems)
+    base = path.resolve().parent
+    data.setdefault("data_dir", "./var")
+    try:
+        config = EngineConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = _strip_union_tags(error["loc"])
+            line = _nearest_line(lines, loc)
+            got = error.get("input")
+            shown = "" if isinstance(got, (dict, list)) or error["type"] == "missing" else f" (got {got!r})"
+            message = error["msg"]
+            if error["type"] == "missing":
+                message = "required key is missing"
+            problems.append(f"{filename}:{line}: {_dotted(loc)}: {message}{shown}{_valid_hint(error, loc)}")
+        raise ConfigError(problems) from None
+    return _resolve_paths(config, base, path)
+
+
+_UNION_TAGS = {"mllp", "file"}
+
+
+def _strip_union_tags(loc: tuple) -> tuple:
+    """pydantic puts a tagged union's tag ('mllp') into error locations; the YAML has no such key."""
+    out: list = []
+    for part in loc:
+        under_union = out and (out[-1] == "source" or (isinstance(out[-1], int) and len(out) > 1
+                                                       and out[-2] == "destinations"))
+        if isinstance(part, str) and part in _UNION_TAGS and under_union:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def _resolve_paths(config: EngineConfig, base: Path, source: Path) -> EngineConfig:
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+    config.data_dir = absolute(config.data_dir)
+    if config.store.url.startswith("sqlite:///"):
+        db = Path(config.store.url.removeprefix("sqlite:///"))
+        config.store.url = f"sqlite:///{absolute(db)}"
+    if config.logging.file is not None:
+        config.logging.file = absolute(config.logging.file)
+    for channel in config.channels:
+        if channel.transformer is not None:
+            channel.transformer.mapping = absolute(channel.transformer.mapping)
+        for destination in channel.destinations:
+            if isinstance(destination, FileDestination):
+                destination.directory = absolute(destination.directory)
+    config.source_file = source.resolve()
+    return config

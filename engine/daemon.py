@@ -1,0 +1,133 @@
+"""The long-running engine: listeners, the journal writer, the post-ACK processor.
+
+Start-up: open (and migrate) the store, start the group-commit writer, start
+every enabled channel's listener, start the processor. Shutdown (SIGTERM or
+SIGINT): stop accepting, let every frame already read commit and be ACKed,
+finish the processor's current batch, commit what is queued, close the store.
+Nothing is lost at any point: a message is ACKed only after its commit, and a
+restarted engine picks up every message still in status 'received'.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+import signal
+from functools import partial
+
+from channels.mllp.listener import MLLPListener
+from engine import logs
+from engine.config import EngineConfig, MLLPSource
+from engine.group_commit import GroupCommitter
+from engine.processor import process_batch, worker_init, worker_process_batch
+from engine.store import Journal
+
+log = logging.getLogger("engine")
+
+
+class Engine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.listeners: list[MLLPListener] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.journal: Journal | None = None
+        self.committer: GroupCommitter | None = None
+        self._processor_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours)
+        self.committer = GroupCommitter(self.journal.append_frames, config.store.group_commit_max)
+        self.committer.start(asyncio.get_running_loop())
+        for channel in config.channels:
+            if channel.enabled and isinstance(channel.source, MLLPSource):
+                if channel.destinations:
+                    log.warning("channel destinations are validated but not delivered yet (outbound queue "
+                                "not built)", extra={"fields": {"channel": channel.name}})
+                listener = MLLPListener(channel, self.committer, on_committed=self._wake.set)
+                await listener.start()
+                self.listeners.append(listener)
+        self._processor_task = asyncio.create_task(self._process_forever(), name="processor")
+        log.info("engine started", extra={"fields": {
+            "store": str(config.sqlite_path), "channels": [c.name for c in config.channels if c.enabled],
+            "synchronous": config.store.synchronous}})
+
+    async def stop(self) -> None:
+        self._stopping = True
+        log.info("engine stopping: draining in-flight messages")
+        for listener in self.listeners:
+            await listener.stop()
+        self._wake.set()
+        if self._processor_task is not None:
+            await self._processor_task
+        if self.committer is not None:
+            await self.committer.close()
+        if self.journal is not None:
+            self.journal.close()
+        log.info("engine stopped")
+
+    async def _process_forever(self) -> None:
+        """Run the post-ACK pipeline until stop; a crashed worker process is replaced."""
+        processing = self.config.processing
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if processing.isolation == "process":
+                executor = concurrent.futures.ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=worker_init, initargs=(self.config, processing.nice))
+                work = partial(worker_process_batch, processing.batch_size)
+            else:
+                journal = Journal(self.config.sqlite_path, self.config.store.synchronous,
+                                  self.config.store.duplicate_window_hours)
+                executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="processor")
+                work = partial(process_batch, journal, self.config, processing.batch_size)
+            try:
+                while not self._stopping:
+                    self._wake.clear()
+                    done = await loop.run_in_executor(executor, work)
+                    if done == 0 and not self._stopping:
+                        try:
+                            await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                        except asyncio.TimeoutError:
+                            pass
+            except concurrent.futures.process.BrokenProcessPool:
+                log.error("processor worker died; starting a new one")
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("processor failed; retrying in 5 s")
+                await asyncio.sleep(5.0)
+            finally:
+                executor.shutdown(wait=True)
+                if processing.isolation == "thread":
+                    journal.close()
+
+
+def run(config: EngineConfig) -> int:
+    """Run in the foreground until SIGTERM/SIGINT. Returns the process exit code."""
+    logs.configure(config.logging.level, config.logging.format, config.logging.file)
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # uvloop is an optimisation, not a requirement
+        runner = asyncio.run
+    return runner(_main(config))
+
+
+async def _main(config: EngineConfig) -> int:
+    engine = Engine(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await engine.start()
+    except OSError as exc:
+        log.error("cannot start", extra={"fields": {"error": str(exc)}})
+        await engine.stop()
+        return 1
+    await stop.wait()
+    await engine.stop()
+    return 0

@@ -1,0 +1,241 @@
+"""The engine's store: the message journal (and, as the engine grows, referrals and queues).
+
+SQLite in WAL mode is the embedded default. One writer connection belongs to
+the group-commit thread (`append_frames`); readers (CLI, processor, web) open
+their own connections, which WAL lets run beside the writer.
+
+Durability: `synchronous=FULL` (the default) fsyncs the WAL at every commit, so a
+message whose ACK said AA survives a crash of the process *and* of the machine.
+`NORMAL` survives a process crash but may lose the last commits on power loss.
+
+Schema changes are numbered migrations (PRAGMA user_version); a database from
+an older release is upgraded at open, and a newer one is refused by name.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import sqlite_utils
+
+STATUSES = ("received", "duplicate", "filtered", "transformed", "queued", "sent", "error")
+
+
+@dataclass(slots=True)
+class InboundMessage:
+    """One received message as the hot path hands it to the journal."""
+    channel: str
+    received_at: str
+    peer: str
+    raw: bytes
+    content_hash: str
+    status: str                      # 'received', or 'error' when it was refused
+    ack_code: str
+    control_id: str | None = None
+    sender: str | None = None
+    message_type: str | None = None
+    version: str | None = None
+    charset: str | None = None
+    patient_id: str | None = None
+    error: str | None = None
+    warnings: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    id: int
+    duplicate_of: int | None = None
+    control_id_reused: bool = False
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used (named file and reason)."""
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["messages"].create({
+        "id": int, "channel": str, "received_at": str, "peer": str, "control_id": str, "sender": str,
+        "message_type": str, "version": str, "charset": str, "patient_id": str, "raw": bytes,
+        "content_hash": str, "status": str, "ack_code": str, "error": str, "warnings": str,
+        "duplicate_of": int, "updated_at": str,
+    }, pk="id", not_null={"channel", "received_at", "raw", "status"})
+    table = db["messages"]
+    table.create_index(["control_id"])
+    table.create_index(["patient_id"])
+    table.create_index(["sender", "control_id"])
+    table.create_index(["status", "id"])
+    table.create_index(["message_type", "received_at"])
+    table.create_index(["received_at"])
+
+
+MIGRATIONS = [(1, _migrate_1)]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the engine's pragmas. Readers pass readonly=True."""
+    if readonly and not path.exists():
+        raise StoreError(f"{path}: no store here (has the engine run with this config?)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        if readonly:
+            conn.execute("PRAGMA query_only=1")
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: cannot open the store: {exc}") from None
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise StoreError(f"{path}: store schema version {current} is newer than this engine's "
+                         f"({SCHEMA_VERSION}); run the newer engine or restore a backup")
+    db = sqlite_utils.Database(conn)
+    for version, step in MIGRATIONS:
+        if version > current:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                step(db)
+                conn.execute(f"PRAGMA user_version={version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+
+class Journal:
+    """Reads and writes of the message journal over one SQLite connection."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL", duplicate_window_hours: float = 168.0,
+                 readonly: bool = False):
+        self.path = Path(path)
+        self.conn = connect(self.path, synchronous, readonly)
+        if not readonly:
+            migrate(self.conn, self.path)
+        self.conn.row_factory = sqlite3.Row
+        self.duplicate_window = timedelta(hours=duplicate_window_hours)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- writes (the group-commit thread) -------------------------------
+
+    def append_frames(self, frames: list[list[InboundMessage]]) -> list[list[Stored]]:
+        """Store every message of every frame in one transaction; returns ids in the same shape.
+
+        A message with the same sender, control id and content as one accepted
+        inside the duplicate window is stored as status 'duplicate' pointing at
+        the original; the same control id with other content is stored and
+        processed, with a warning that the sender reused the control id.
+        """
+        cutoff = (datetime.now(timezone.utc) - self.duplicate_window).isoformat(timespec="microseconds")
+        conn = self.conn
+        results: list[list[Stored]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for frame in frames:
+                stored = []
+                for m in frame:
+                    duplicate_of, reused = None, False
+                    if m.status == "received" and m.control_id:
+                        for row in conn.execute(
+                                "SELECT id, content_hash FROM messages WHERE sender=? AND control_id=? "
+                                "AND received_at>=? AND duplicate_of IS NULL AND status!='error'",
+                                (m.sender, m.control_id, cutoff)):
+                            if row[1] == m.content_hash:
+                                duplicate_of = row[0]
+                                break
+                            reused = True
+                    status, warnings = m.status, m.warnings
+                    if duplicate_of is not None:
+                        status, reused = "duplicate", False
+                    elif reused:
+                        note = "control id reused by the sender with different content"
+                        warnings = f"{warnings}; {note}" if warnings else note
+                    cur = conn.execute(
+                        "INSERT INTO messages (channel, received_at, peer, control_id, sender, message_type, "
+                        "version, charset, patient_id, raw, content_hash, status, ack_code, error, warnings, "
+                        "duplicate_of, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (m.channel, m.received_at, m.peer, m.control_id, m.sender, m.message_type, m.version,
+                         m.charset, m.patient_id, m.raw, m.content_hash, status, m.ack_code, m.error, warnings,
+                         duplicate_of, m.received_at))
+                    stored.append(Stored(cur.lastrowid, duplicate_of, reused))
+                results.append(stored)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def set_status(self, updates: Iterable[tuple[int, str, str | None]], only_from: str = "received") -> int:
+        """Apply (id, status, error) updates in one transaction, only to rows still in `only_from`.
+
+        Returns how many rows changed; re-applying the same updates changes nothing.
+        """
+        now = now_iso()
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            cur = self.conn.executemany(
+                "UPDATE messages SET status=?, error=?, updated_at=? WHERE id=? AND status=?",
+                [(status, error, now, mid, only_from) for mid, status, error in updates])
+            return cur.rowcount
+
+    # ---- reads ---------------------------------------------------------
+
+    def pending(self, limit: int, after_id: int = 0) -> list[sqlite3.Row]:
+        """Messages acknowledged but not yet processed, oldest first."""
+        return self.conn.execute(
+            "SELECT id, channel, raw, charset, message_type FROM messages WHERE status='received' AND id>? "
+            "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+
+    def get(self, message_id: int) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM messages WHERE id=?", (message_id,)).fetchone()
+
+    def search(self, *, control_id: str | None = None, patient_id: str | None = None,
+               message_type: str | None = None, status: str | None = None, channel: str | None = None,
+               since: str | None = None, until: str | None = None, limit: int = 100) -> list[sqlite3.Row]:
+        """Newest first. `message_type` 'ORM' matches every ORM trigger; 'ORM^O01' exactly."""
+        where, args = [], []
+        for column, value in (("control_id", control_id), ("patient_id", patient_id), ("status", status),
+                              ("channel", channel)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if message_type:
+            if "^" in message_type:
+                where.append("message_type=?")
+                args.append(message_type)
+            else:
+                where.append("(message_type=? OR message_type LIKE ?)")
+                args += [message_type, f"{message_type}^%"]
+        if since:
+            where.append("received_at>=?")
+            args.append(since)
+        if until:
+            where.append("received_at<?")
+            args.append(until)
+        sql = ("SELECT id, channel, received_at, peer, control_id, sender, message_type, version, patient_id, "
+               "status, ack_code, error, warnings, duplicate_of, length(raw) AS size FROM messages")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return self.conn.execute(sql, args).fetchall()
+
+    def counts(self) -> dict[str, int]:
+        return {row[0]: row[1] for row in self.conn.execute("SELECT status, count(*) FROM messages GROUP BY status")}
+
+    def iter_ids(self) -> Iterator[int]:
+        for row in self.conn.execute("SELECT id FROM messages ORDER BY id"):
+            yield row[0]
