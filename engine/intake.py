@@ -128,7 +128,8 @@ def acks(intake: FrameIntake, stored: list[Stored]) -> list[bytes]:
                                            "accepted as a new message", "MSH-10", "W"))
         out.append(build_ack(header, received.code, f"ACK{row.id}", timestamp, errors))
     if intake.envelope is not None:
-        return [build_batch_ack(intake.envelope.header_segment(), out, f"BACK{stored[0].id}", timestamp)]
+        envelope = intake.envelope
+        return [build_batch_ack(envelope.fhs, envelope.bhs, out, f"BACK{stored[0].id}", timestamp)]
     return out
 
 

@@ -127,13 +127,25 @@ def _err(error: ErrorDetail, version: tuple[int, ...], fs: str, enc: str) -> str
                     "", "", "", text])
 
 
-def build_batch_ack(envelope_header: bytes, acks: list[bytes], control_id: str, timestamp: str) -> bytes:
-    """A batch of ACKs answering a batch: BHS (sender/receiver swapped, BHS-12 = received BHS-11),
-    the ACKs, BTS with the count. Separators come from the received header segment."""
-    fs = envelope_header[3:4].decode("latin-1") or "|"
-    fields = envelope_header.decode("latin-1").split(fs) if envelope_header else ["BHS", "^~\\&"]
+def _batch_header(name: str, received: bytes, control_id: str, timestamp: str) -> tuple[str, str]:
+    """(header segment, field separator) answering a received FHS/BHS: sender and receiver swapped,
+    field 12 (reference control id) = the received field 11."""
+    fs = received[3:4].decode("latin-1") or "|"
+    fields = received.decode("latin-1").split(fs)
     get = (lambda n: fields[n - 1] if n - 1 < len(fields) else "")
-    enc = get(2) or "^~\\&"
-    bhs = fs.join(["BHS", enc, get(5), get(6), get(3), get(4), timestamp, "", "", "", control_id, get(11)])
-    bts = fs.join(["BTS", str(len(acks))])
-    return (bhs + "\r").encode("latin-1", "replace") + b"".join(acks) + (bts + "\r").encode("latin-1")
+    return fs.join([name, get(2) or "^~\\&", get(5), get(6), get(3), get(4), timestamp, "", "", "", control_id,
+                    get(11)]), fs
+
+
+def build_batch_ack(fhs: bytes | None, bhs: bytes | None, acks: list[bytes], control_id: str,
+                    timestamp: str) -> bytes:
+    """The answer to a batch: [FHS] BHS, the ACKs, BTS (count) [FTS], FHS/FTS only if the batch had them."""
+    bhs_out, fs = _batch_header("BHS", bhs or fhs or b"BHS|^~\\&", control_id, timestamp)
+    segments = [bhs_out]
+    if fhs is not None:
+        segments.insert(0, _batch_header("FHS", fhs, control_id, timestamp)[0])
+    out = "\r".join(segments).encode("latin-1", "replace") + b"\r" + b"".join(acks)
+    out += f"BTS{fs}{len(acks)}\r".encode("latin-1")
+    if fhs is not None:
+        out += f"FTS{fs}1\r".encode("latin-1")
+    return out

@@ -19,9 +19,6 @@ class BatchEnvelope:
     fts: bytes | None = None
     problems: list[str] = field(default_factory=list)
 
-    def header_segment(self) -> bytes:
-        return self.bhs or self.fhs or b""
-
 
 _ENVELOPE = (b"FHS", b"BHS", b"BTS", b"FTS")
 
