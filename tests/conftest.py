@@ -40,7 +40,7 @@ store:
   url: sqlite:///./var/engine.db
 {store_extra}
 logging:
-  level: DEBUG
+  level: ${{LOG_LEVEL:-DEBUG}}
   format: json
   file: ./var/logs/engine.log
 processing:
