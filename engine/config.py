@@ -172,17 +172,18 @@ class EngineConfig(_Strict):
     channels: list[Channel] = Field(default_factory=list)
     source_file: Path | None = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _unique(self) -> "EngineConfig":
-        names = [c.name for c in self.channels]
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, channels: list[Channel]) -> list[Channel]:
+        names = [c.name for c in channels]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"channel names must be unique; repeated: {', '.join(dupes)}")
-        ports = [(c.source.host, c.source.port) for c in self.channels if c.enabled]
+        ports = [(c.source.host, c.source.port) for c in channels if c.enabled]
         taken = sorted({f"{h}:{p}" for h, p in ports if ports.count((h, p)) > 1})
         if taken:
             raise ValueError(f"two enabled channels listen on the same address: {', '.join(taken)}")
-        return self
+        return channels
 
     def channel(self, name: str) -> Channel:
         for channel in self.channels:
@@ -209,10 +210,13 @@ def interpolate(value: str, env: dict[str, str] | os._Environ = os.environ) -> s
             return current
         if default is not None:
             return default
-        raise KeyError(name)
+        return f"\x00{name}\x00"   # an error only if it is not inside the default of a set variable
     previous = None
     while previous != value:
         previous, value = value, _VAR.sub(sub, value)
+    missing = re.search(r"\x00(\w+)\x00", value)
+    if missing:
+        raise KeyError(missing[1])
     return value
 
 
@@ -263,6 +267,11 @@ def _valid_hint(error: dict, loc: tuple) -> str:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
+        tagged = [m for m in models if "type" in m.model_fields
+                  and typing.get_args(m.model_fields["type"].annotation) == (part,)]
+        if tagged:          # pydantic's loc names the union member ('file'): keep just that one
+            models = tagged
+            continue
         fields = [m.model_fields[part] for m in models if part in m.model_fields]
         models = [m for f in fields for m in _models_in(f.annotation)]
     keys = sorted({f.alias or name for m in models for name, f in m.model_fields.items() if name != "source_file"})
@@ -302,7 +311,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> E
             message = error["msg"]
             if error["type"] == "missing":
                 message = "required key is missing"
-            problems.append(f"{filename}:{line}: {_dotted(loc)}: {message}{shown}{_valid_hint(error, loc)}")
+            problems.append(f"{filename}:{line}: {_dotted(loc)}: {message}{shown}{_valid_hint(error, error['loc'])}")
         raise ConfigError(problems) from None
     return _resolve_paths(config, base, path)
 

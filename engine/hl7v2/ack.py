@@ -79,6 +79,13 @@ def escape(text: str, field_sep: str, encoding: str) -> str:
     return out.replace("\r", " ").replace("\n", " ")
 
 
+def _cut(escaped: str, limit: int, esc: str) -> str:
+    """At most `limit` characters of escaped text, never ending inside an escape sequence
+    (escape characters come in pairs, so an odd count means the last sequence was cut)."""
+    cut = escaped[:limit]
+    return cut[:cut.rindex(esc)] if cut.count(esc) % 2 else cut
+
+
 def build_ack(header: Header | None, code: AckCode, control_id: str, timestamp: str,
               errors: tuple[ErrorDetail, ...] | list[ErrorDetail] = ()) -> bytes:
     """One ACK message as bytes (latin-1 for the bytes we copy; the text we add is ASCII-escaped)."""
@@ -106,7 +113,7 @@ def build_ack(header: Header | None, code: AckCode, control_id: str, timestamp: 
     ack_code = _ENHANCED[code.value] if enhanced else code.value
     msa = ["MSA", ack_code, header.text(10) if header is not None else ""]
     if errors and version < (2, 7):
-        msa.append(escape(errors[0].text, fs, enc)[:80])
+        msa.append(_cut(escape(errors[0].text, fs, enc), 80, enc[2:3] or "\\"))
     segments = [fs.join(fields), fs.join(msa)]
     segments += [_err(e, version, fs, enc) for e in errors]
     return ("\r".join(segments) + "\r").encode("latin-1", "replace")

@@ -52,7 +52,7 @@ def prepare(raw: bytes) -> bytes:
     if b"\n" in msg:
         msg = msg.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
     msg = msg.strip(b"\r \t\x00")
-    if b"\r\r" in msg:
+    if b"\r\r" in msg or b"\r " in msg or b"\r\t" in msg:   # blank or whitespace-only segments
         msg = b"\r".join(seg for seg in msg.split(b"\r") if seg.strip())
     return msg + b"\r"
 
