@@ -52,7 +52,8 @@ class Launch:
 
 
 def _engine(port: int, data_dir: Path) -> Launch:
-    return Launch([sys.executable, "run_engine.py", "run", "--config", "config.yaml"],
+    config = os.environ.get("BENCH_ENGINE_CONFIG", "config.yaml")  # to compare config variants
+    return Launch([sys.executable, "run_engine.py", "run", "--config", config],
                   {"MLLP_PORT": str(port), "ENGINE_DATA_DIR": str(data_dir), "WEB_PORT": str(free_port())},
                   ready="tcp")
 

@@ -104,8 +104,21 @@ def process_batch(journal: Journal, config: EngineConfig, limit: int) -> int:
 _worker: dict = {}
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose daemon was killed (kill -9) would otherwise live on as an orphan."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def worker_init(config: EngineConfig, nice: int) -> None:
     from engine import logs
+    _exit_with_parent(os.getppid())
     logs.configure(config.logging.level, config.logging.format, None)
     if nice:
         os.nice(nice)

@@ -13,6 +13,7 @@ an older release is upgraded at open, and a newer one is refused by name.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -63,9 +64,8 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
         "duplicate_of": int, "updated_at": str,
     }, pk="id", not_null={"channel", "received_at", "raw", "status"})
     table = db["messages"]
-    table.create_index(["control_id"])
+    table.create_index(["control_id", "sender"])   # search by control id; duplicate detection
     table.create_index(["patient_id"])
-    table.create_index(["sender", "control_id"])
     table.create_index(["status", "id"])
     table.create_index(["message_type", "received_at"])
     table.create_index(["received_at"])
@@ -135,48 +135,65 @@ class Journal:
         """Store every message of every frame in one transaction; returns ids in the same shape.
 
         A message with the same sender, control id and content as one accepted
-        inside the duplicate window is stored as status 'duplicate' pointing at
-        the original; the same control id with other content is stored and
-        processed, with a warning that the sender reused the control id.
+        inside the duplicate window (earlier, or earlier in this batch) is stored
+        as status 'duplicate' pointing at the original; the same control id with
+        other content is stored and processed, with a warning that the sender
+        reused the control id. Cost: one indexed look-up for the whole batch,
+        one executemany, one commit.
         """
-        cutoff = (datetime.now(timezone.utc) - self.duplicate_window).isoformat(timespec="microseconds")
         conn = self.conn
-        results: list[list[Stored]] = []
+        flat = [m for frame in frames for m in frame]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            earlier = self._accepted_with_same_control_ids(flat)
+            next_id = (conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
+            rows, results = [], []
             for frame in frames:
                 stored = []
                 for m in frame:
-                    duplicate_of, reused = None, False
+                    message_id, next_id = next_id, next_id + 1
+                    status, warnings, duplicate_of, reused = m.status, m.warnings, None, False
                     if m.status == "received" and m.control_id:
-                        for row in conn.execute(
-                                "SELECT id, content_hash FROM messages WHERE sender=? AND control_id=? "
-                                "AND received_at>=? AND duplicate_of IS NULL AND status!='error'",
-                                (m.sender, m.control_id, cutoff)):
-                            if row[1] == m.content_hash:
-                                duplicate_of = row[0]
-                                break
-                            reused = True
-                    status, warnings = m.status, m.warnings
-                    if duplicate_of is not None:
-                        status, reused = "duplicate", False
-                    elif reused:
-                        note = "control id reused by the sender with different content"
-                        warnings = f"{warnings}; {note}" if warnings else note
-                    cur = conn.execute(
-                        "INSERT INTO messages (channel, received_at, peer, control_id, sender, message_type, "
-                        "version, charset, patient_id, raw, content_hash, status, ack_code, error, warnings, "
-                        "duplicate_of, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (m.channel, m.received_at, m.peer, m.control_id, m.sender, m.message_type, m.version,
-                         m.charset, m.patient_id, m.raw, m.content_hash, status, m.ack_code, m.error, warnings,
-                         duplicate_of, m.received_at))
-                    stored.append(Stored(cur.lastrowid, duplicate_of, reused))
+                        same_id = earlier.setdefault((m.sender, m.control_id), [])
+                        duplicate_of = next((i for i, h in same_id if h == m.content_hash), None)
+                        if duplicate_of is not None:
+                            status = "duplicate"
+                        else:
+                            if same_id:
+                                reused = True
+                                note = "control id reused by the sender with different content"
+                                warnings = f"{warnings}; {note}" if warnings else note
+                            same_id.append((message_id, m.content_hash))
+                    rows.append((message_id, m.channel, m.received_at, m.peer, m.control_id, m.sender,
+                                 m.message_type, m.version, m.charset, m.patient_id, m.raw, m.content_hash, status,
+                                 m.ack_code, m.error, warnings, duplicate_of, m.received_at))
+                    stored.append(Stored(message_id, duplicate_of, reused))
                 results.append(stored)
+            conn.executemany(
+                "INSERT INTO messages (id, channel, received_at, peer, control_id, sender, message_type, version, "
+                "charset, patient_id, raw, content_hash, status, ack_code, error, warnings, duplicate_of, "
+                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return results
+
+    def _accepted_with_same_control_ids(self, messages: list[InboundMessage]) -> dict[tuple, list[tuple]]:
+        """(sender, control id) -> [(id, content hash)] of accepted originals inside the duplicate window."""
+        wanted = {(m.sender, m.control_id) for m in messages if m.status == "received" and m.control_id}
+        found: dict[tuple, list[tuple]] = {}
+        if not wanted:
+            return found
+        cutoff = (datetime.now(timezone.utc) - self.duplicate_window).isoformat(timespec="microseconds")
+        control_ids = json.dumps(sorted({cid for _, cid in wanted}))
+        for message_id, sender, control_id, content_hash in self.conn.execute(
+                "SELECT id, sender, control_id, content_hash FROM messages "
+                "WHERE control_id IN (SELECT value FROM json_each(?)) AND received_at>=? "
+                "AND duplicate_of IS NULL AND status!='error' ORDER BY id", (control_ids, cutoff)):
+            if (sender, control_id) in wanted:
+                found.setdefault((sender, control_id), []).append((message_id, content_hash))
+        return found
 
     def set_status(self, updates: Iterable[tuple[int, str, str | None]], only_from: str = "received") -> int:
         """Apply (id, status, error) updates in one transaction, only to rows still in `only_from`.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psutil
 import pytest
 
 from channels.mllp.client import MLLPClient, msa
@@ -51,11 +52,15 @@ def test_kill_9_during_load_loses_and_duplicates_nothing_that_was_acked(engine_p
     for t in threads:
         t.start()
     time.sleep(2.0)
+    workers = psutil.Process(engine.proc.pid).children(recursive=True)
+    assert workers, "the processor worker process should be running"
     engine.kill()
     stop.set()
     for t in threads:
         t.join(20)
     assert len(acked) > 500, "the load did not get going"
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "worker processes outlived the killed engine"
 
     restarted = engine_process(path)
     # Senders resend what they never got an ACK for: those must not turn into second copies either.

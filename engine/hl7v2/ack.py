@@ -93,7 +93,7 @@ def build_ack(header: Header | None, code: AckCode, control_id: str, timestamp: 
         fs = header.field_sep.decode("latin-1")
         enc = header.encoding.decode("latin-1")
         msh = {n: header.text(n) for n in (3, 4, 5, 6, 11, 12, 18)}
-        trigger = header.component(9, 2).decode("latin-1")
+        trigger = header.trigger
         enhanced = wants_enhanced_ack(header)
     else:
         fs, enc, msh, trigger, enhanced = "|", "^~\\&", {}, "", False

@@ -9,8 +9,6 @@ plus one pass of `bytes.replace` over the message in `prepare`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 BOM = b"\xef\xbb\xbf"
 
 # HL7 v2 versions this engine accepts in MSH-12.1 (table 0104).
@@ -57,12 +55,26 @@ def prepare(raw: bytes) -> bytes:
     return msg + b"\r"
 
 
-@dataclass(frozen=True, slots=True)
 class Header:
-    """The MSH of one message, as bytes; `fields[n]` is MSH-(n+1), `fields[0]` is b'MSH'."""
-    field_sep: bytes
-    encoding: bytes
-    fields: tuple[bytes, ...]
+    """The MSH of one message; `fields[n]` is MSH-(n+1) as bytes, `fields[0]` is b'MSH'.
+
+    What the hot path needs (type, trigger, control id, version, sender) is
+    decoded once here; any other field is sliced on demand with `field`/`text`.
+    """
+    __slots__ = ("field_sep", "encoding", "fields", "control_id", "message_type", "trigger", "version", "sender")
+
+    def __init__(self, field_sep: bytes, encoding: bytes, fields: tuple[bytes, ...]):
+        self.field_sep = field_sep
+        self.encoding = encoding
+        self.fields = fields
+        comp = encoding[:1]
+        msh9 = (fields[8] if len(fields) > 8 else b"").split(comp)
+        code = msh9[0].decode("latin-1")
+        self.trigger = msh9[1].decode("latin-1") if len(msh9) > 1 else ""
+        self.message_type = f"{code}^{self.trigger}" if self.trigger else code
+        self.control_id = self.text(10)
+        self.version = self.field(12).split(comp, 1)[0].decode("latin-1")
+        self.sender = f"{self.text(3)}|{self.text(4)}"
 
     def field(self, n: int) -> bytes:
         """MSH-n as raw bytes (MSH-1 is the separator, MSH-2 the encoding characters)."""
@@ -81,25 +93,20 @@ class Header:
     def text(self, n: int) -> str:
         return self.field(n).decode("latin-1")
 
-    @property
-    def control_id(self) -> str:
-        return self.text(10)
 
-    @property
-    def message_type(self) -> str:
-        """'ORM^O01' (MSH-9.1^MSH-9.2), whatever the message's own component separator."""
-        code = self.component(9, 1).decode("latin-1")
-        trigger = self.component(9, 2).decode("latin-1")
-        return f"{code}^{trigger}" if trigger else code
+_good_encodings: dict[tuple[bytes, bytes], bool] = {}
 
-    @property
-    def version(self) -> str:
-        return self.component(12, 1).decode("latin-1")
 
-    @property
-    def sender(self) -> str:
-        """Sending application and facility (MSH-3, MSH-4), the scope of a control id."""
-        return f"{self.text(3)}|{self.text(4)}"
+def _encoding_ok(field_sep: bytes, encoding: bytes) -> bool:
+    """MSH-2: 2 to 5 distinct non-alphanumeric characters, none the field separator (memoised)."""
+    key = (field_sep, encoding)
+    ok = _good_encodings.get(key)
+    if ok is None:
+        ok = (2 <= len(encoding) <= 5 and len(set(encoding)) == len(encoding) and field_sep not in encoding
+              and not any(chr(b).isalnum() or b in b" \t" for b in encoding))
+        if len(_good_encodings) < 1024:   # bounded: senders use a handful of sets
+            _good_encodings[key] = ok
+    return ok
 
 
 def read_header(message: bytes) -> Header:
@@ -121,12 +128,11 @@ def read_header(message: bytes) -> Header:
     end = message.find(b"\r")
     fields = tuple(message[:end].split(field_sep))
     encoding = fields[1] if len(fields) > 1 else b""
-    if not 2 <= len(encoding) <= 5 or len(set(encoding)) != len(encoding) \
-            or field_sep in encoding or any(chr(b).isalnum() or b in b" \t" for b in encoding):
+    if not _encoding_ok(field_sep, encoding):
         raise HeaderError(f"MSH-2 encoding characters {encoding.decode('latin-1', 'replace')!r} are not valid "
                           "(expected 4 distinct separators such as ^~\\&)", DATA_TYPE_ERROR, "MSH-2")
     header = Header(field_sep, encoding, fields)
-    if not header.component(9, 1).strip():
+    if not header.message_type.split("^", 1)[0].strip():
         raise HeaderError("MSH-9 message type is missing", REQUIRED_FIELD_MISSING, "MSH-9", header)
     if not header.field(10).strip():
         raise HeaderError("MSH-10 message control id is missing", REQUIRED_FIELD_MISSING, "MSH-10", header)
