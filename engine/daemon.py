@@ -20,7 +20,7 @@ from channels.mllp.listener import MLLPListener
 from engine import logs
 from engine.config import EngineConfig, MLLPSource
 from engine.group_commit import GroupCommitter
-from engine.processor import process_batch, worker_init, worker_process_batch
+from engine.processor import decide_batch, worker_decide_batch, worker_init
 from engine.store import Journal
 
 log = logging.getLogger("engine")
@@ -40,7 +40,7 @@ class Engine:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours)
-        self.committer = GroupCommitter(self.journal.append_frames, config.store.group_commit_max)
+        self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max)
         self.committer.start(asyncio.get_running_loop())
         for channel in config.channels:
             if channel.enabled and isinstance(channel.source, MLLPSource):
@@ -65,12 +65,20 @@ class Engine:
             await self._processor_task
         if self.committer is not None:
             await self.committer.close()
+            c = self.committer
+            log.info("journal writes", extra={"fields": {
+                "transactions": c.batches, "messages": c.items,
+                "messages_per_transaction": round(c.items / c.batches, 1) if c.batches else 0,
+                "ms_per_transaction": round(c.write_seconds / c.batches * 1000, 2) if c.batches else 0}})
         if self.journal is not None:
             self.journal.close()
         log.info("engine stopped")
 
     async def _process_forever(self) -> None:
-        """Run the post-ACK pipeline until stop; a crashed worker process is replaced."""
+        """Run the post-ACK pipeline until stop; a crashed worker process is replaced.
+
+        The worker decides, the journal's writer applies (one writer, no lock waits).
+        """
         processing = self.config.processing
         loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -78,17 +86,18 @@ class Engine:
                 executor = concurrent.futures.ProcessPoolExecutor(
                     1, mp_context=multiprocessing.get_context("spawn"),
                     initializer=worker_init, initargs=(self.config, processing.nice))
-                work = partial(worker_process_batch, processing.batch_size)
+                decide = partial(worker_decide_batch, processing.batch_size)
             else:
-                journal = Journal(self.config.sqlite_path, self.config.store.synchronous,
-                                  self.config.store.duplicate_window_hours)
+                journal = Journal(self.config.sqlite_path, readonly=True)
                 executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="processor")
-                work = partial(process_batch, journal, self.config, processing.batch_size)
+                decide = partial(decide_batch, journal, self.config, processing.batch_size)
             try:
                 while not self._stopping:
                     self._wake.clear()
-                    done = await loop.run_in_executor(executor, work)
-                    if done == 0 and not self._stopping:
+                    changes = await loop.run_in_executor(executor, decide)
+                    if changes:
+                        await self.committer.submit(changes)
+                    elif not self._stopping:
                         try:
                             await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                         except asyncio.TimeoutError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 _STOP = object()
@@ -26,8 +27,9 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.batches = 0
+        self.batches = 0          # counters for logs and metrics
         self.items = 0
+        self.write_seconds = 0.0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -60,11 +62,13 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(nxt)
+            started = time.perf_counter()
             try:
                 results = self._write_batch([item for item, _ in batch])
                 error = None
             except Exception as exc:  # reported to every waiting submitter
                 results, error = None, exc
+            self.write_seconds += time.perf_counter() - started
             self.batches += 1
             self.items += len(batch)
             self._loop.call_soon_threadsafe(_resolve, batch, results, error)

@@ -3,11 +3,16 @@
 Per message: prepare and decode (as declared in MSH-18), the full parse
 (python-hl7), hl7apy validation when the channel is `strict`, the channel's
 message-type list and filters, then the transformer (referral mappings plug in
-here). Each batch is applied with one conditional UPDATE (`status='received'`),
-so running a batch twice, or after a crash, changes nothing already done.
+here).
 
-`process_batch` is a plain function: the daemon runs it in a worker process (so
-parsing at ~1 ms a message never competes with ACKs on the event loop) or, for
+The processor only reads the store and decides; it returns `StatusChange`s and
+the daemon hands them to the journal's single writer (the group-commit thread),
+so a low-priority worker can never hold the database write lock while the ACK
+path waits for it. Each change applies only to a row still in 'received', so
+deciding a batch twice, or again after a crash, changes nothing already done.
+
+`decide_batch` is a plain function: the daemon runs it in a worker process at
+idle CPU priority (parsing at ~1-2 ms a message never slows an ACK) or, for
 tests, in a thread.
 """
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 from engine.config import Channel, EngineConfig, Filter
 from engine.hl7v2 import CharsetError, decode, get_all, parse, prepare
-from engine.store import Journal
+from engine.store import Journal, StatusChange
 
 log = logging.getLogger("engine.processor")
 
@@ -78,13 +83,11 @@ def process_message(channel: Channel | None, raw: bytes, charset: str | None, me
     return Outcome("transformed")
 
 
-def process_batch(journal: Journal, config: EngineConfig, limit: int) -> int:
-    """Process up to `limit` pending messages; returns how many were looked at."""
+def decide_batch(journal: Journal, config: EngineConfig, limit: int) -> list[StatusChange]:
+    """Decide up to `limit` pending messages, oldest first."""
     rows = journal.pending(limit)
-    if not rows:
-        return 0
     channels = {c.name: c for c in config.channels}
-    updates = []
+    changes = []
     for row in rows:
         try:
             outcome = process_message(channels.get(row["channel"]), row["raw"], row["charset"], row["message_type"])
@@ -94,9 +97,8 @@ def process_batch(journal: Journal, config: EngineConfig, limit: int) -> int:
         if outcome.status == "error":
             log.warning("message processing error", extra={"fields": {
                 "message_id": row["id"], "channel": row["channel"], "error": outcome.reason}})
-        updates.append((row["id"], outcome.status, outcome.reason))
-    journal.set_status(updates)
-    return len(rows)
+        changes.append(StatusChange(row["id"], outcome.status, outcome.reason))
+    return changes
 
 
 # ---- worker-process side ------------------------------------------------------
@@ -116,15 +118,23 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def lower_priority(nice: int) -> None:
+    """Run only when the CPU is otherwise idle (Linux SCHED_IDLE), else at `nice`."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        if nice:
+            os.nice(nice)
+
+
 def worker_init(config: EngineConfig, nice: int) -> None:
     from engine import logs
     _exit_with_parent(os.getppid())
     logs.configure(config.logging.level, config.logging.format, None)
-    if nice:
-        os.nice(nice)
+    lower_priority(nice)
     _worker["config"] = config
-    _worker["journal"] = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours)
+    _worker["journal"] = Journal(config.sqlite_path, readonly=True)
 
 
-def worker_process_batch(limit: int) -> int:
-    return process_batch(_worker["journal"], _worker["config"], limit)
+def worker_decide_batch(limit: int) -> list[StatusChange]:
+    return decide_batch(_worker["journal"], _worker["config"], limit)

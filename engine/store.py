@@ -18,7 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import sqlite_utils
 
@@ -43,6 +43,14 @@ class InboundMessage:
     patient_id: str | None = None
     error: str | None = None
     warnings: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """Move a message out of 'received' after processing; `reason` says why (error, filter)."""
+    id: int
+    status: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +139,24 @@ class Journal:
 
     # ---- writes (the group-commit thread) -------------------------------
 
-    def append_frames(self, frames: list[list[InboundMessage]]) -> list[list[Stored]]:
+    def write(self, items: list) -> list:
+        """The group-commit writer's entry: frames (lists of InboundMessage) to append, and lists of
+        StatusChange to apply, all in one transaction. Returns one result per item, in order."""
+        frames = [item for item in items if not (item and isinstance(item[0], StatusChange))]
+        changes = [c for item in items if item and isinstance(item[0], StatusChange) for c in item]
+        stored = iter(self.append_frames(frames, commit=not changes) if frames else [])
+        if changes:
+            if not frames:
+                self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._apply(changes)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return [changed if item and isinstance(item[0], StatusChange) else next(stored) for item in items]
+
+    def append_frames(self, frames: list[list[InboundMessage]], commit: bool = True) -> list[list[Stored]]:
         """Store every message of every frame in one transaction; returns ids in the same shape.
 
         A message with the same sender, control id and content as one accepted
@@ -173,7 +198,8 @@ class Journal:
                 "INSERT INTO messages (id, channel, received_at, peer, control_id, sender, message_type, version, "
                 "charset, patient_id, raw, content_hash, status, ack_code, error, warnings, duplicate_of, "
                 "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            conn.execute("COMMIT")
+            if commit:
+                conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -195,26 +221,21 @@ class Journal:
                 found.setdefault((sender, control_id), []).append((message_id, content_hash))
         return found
 
-    def set_status(self, updates: Iterable[tuple[int, str, str | None]], only_from: str = "received") -> int:
-        """Apply (id, status, error) updates in one transaction, only to rows still in `only_from`.
-
-        Returns how many rows changed; re-applying the same updates changes nothing.
-        """
+    def _apply(self, changes: list[StatusChange]) -> int:
+        """Only rows still in 'received' change, so applying the same changes twice changes nothing."""
         now = now_iso()
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            cur = self.conn.executemany(
-                "UPDATE messages SET status=?, error=?, updated_at=? WHERE id=? AND status=?",
-                [(status, error, now, mid, only_from) for mid, status, error in updates])
-            return cur.rowcount
+        cur = self.conn.executemany(
+            "UPDATE messages SET status=?, error=?, updated_at=? WHERE id=? AND status='received'",
+            [(c.status, c.reason, now, c.id) for c in changes])
+        return cur.rowcount
 
     # ---- reads ---------------------------------------------------------
 
-    def pending(self, limit: int, after_id: int = 0) -> list[sqlite3.Row]:
+    def pending(self, limit: int) -> list[sqlite3.Row]:
         """Messages acknowledged but not yet processed, oldest first."""
         return self.conn.execute(
-            "SELECT id, channel, raw, charset, message_type FROM messages WHERE status='received' AND id>? "
-            "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+            "SELECT id, channel, raw, charset, message_type FROM messages WHERE status='received' "
+            "ORDER BY id LIMIT ?", (limit,)).fetchall()
 
     def get(self, message_id: int) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM messages WHERE id=?", (message_id,)).fetchone()

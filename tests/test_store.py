@@ -1,0 +1,68 @@
+"""The journal on a real SQLite file: one transaction per writer batch, duplicates, idempotent status changes."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from engine.intake import take_frame
+from engine.store import Journal, StatusChange, StoreError
+
+
+def msg(control_id: str, body: str = "A") -> bytes:
+    return (f"MSH|^~\\&|EPIC|GEN|ENG|SPEC|20261123||ADT^A08|{control_id}|P|2.5.1\r"
+            f"PID|1||MRN-{body}^^^GEN^MR\r").encode()
+
+
+def frame(raw: bytes):
+    return take_frame(raw, "ehr_inbound", "127.0.0.1:1").messages()
+
+
+def test_frames_and_status_changes_share_one_transaction(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    [stored] = journal.write([frame(msg("C1"))])
+    first = stored[0].id
+    results = journal.write([frame(msg("C2")), [StatusChange(first, "transformed")]])
+    assert results[1] == 1 and journal.get(first)["status"] == "transformed"
+    # Applying the same change again changes nothing: only rows still 'received' move.
+    assert journal.write([[StatusChange(first, "error", "late")]]) == [0]
+    assert journal.get(first)["status"] == "transformed" and journal.get(first)["error"] is None
+
+
+def test_duplicates_within_one_batch_and_across_batches(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    [a, b, c] = journal.write([frame(msg("C1")), frame(msg("C1")), frame(msg("C1", "B"))])
+    assert a[0].duplicate_of is None
+    assert b[0].duplicate_of == a[0].id
+    assert c[0].duplicate_of is None and c[0].control_id_reused
+    [d] = journal.write([frame(msg("C1"))])
+    assert d[0].duplicate_of == a[0].id
+    assert [r["status"] for r in journal.search(control_id="C1")] == ["duplicate", "received", "duplicate",
+                                                                      "received"]
+
+
+def test_a_failed_batch_stores_nothing(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    good = frame(msg("C1"))
+    bad = frame(msg("C2"))
+    bad[0].channel = None          # violates NOT NULL: the whole transaction must roll back
+    with pytest.raises(sqlite3.IntegrityError):
+        journal.write([good, bad])
+    assert journal.counts() == {}
+    journal.write([good])
+    assert journal.counts() == {"received": 1}
+
+
+def test_newer_schema_is_refused_by_name(tmp_path):
+    path = tmp_path / "j.db"
+    Journal(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=999")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this engine"):
+        Journal(path)
+
+
+def test_reader_needs_an_existing_store(tmp_path):
+    with pytest.raises(StoreError, match="no store here"):
+        Journal(tmp_path / "missing.db", readonly=True)
