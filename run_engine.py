@@ -96,16 +96,12 @@ def send(paths: list[Path] = typer.Argument(..., help="HL7 files or folders of .
             payloads = [prepared] if envelope is not None and not unbatch else messages
             for payload in payloads:
                 ack = client.send(payload)
-                acks = [ack]
-                if envelope is None or unbatch:
-                    pass
-                code, control_id, text = msa(ack)
                 if envelope is not None and not unbatch:
-                    inner = [s for s in ack.split(b"\r") if s.startswith(b"MSA")]
-                    codes = [msa(s + b"\r")[0] for s in inner]
-                    ok = all(c in ("AA", "CA") for c in codes) and len(codes) == len(messages)
+                    codes = [msa(s + b"\r")[0] for s in ack.split(b"\r") if s.startswith(b"MSA")]
+                    ok = len(codes) == len(messages) and all(c in ("AA", "CA") for c in codes)
                     typer.echo(f"{f.name}\tbatch of {len(messages)}\t{','.join(codes)}")
                 else:
+                    code, control_id, text = msa(ack)
                     ok = code in ("AA", "CA")
                     typer.echo(f"{f.name}\t{control_id}\t{code}\t{text}".rstrip())
                 failures += not ok

@@ -17,8 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# A default may hold another ${...}; this matches only innermost references, resolved first.
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>(?:[^}$]|\$(?!\{))*))?\}")
+_NAME = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
 
 
 class ConfigError(Exception):
@@ -199,25 +198,43 @@ class EngineConfig(_Strict):
 # ---- loading ---------------------------------------------------------------
 
 def interpolate(value: str, env: dict[str, str] | os._Environ = os.environ) -> str:
-    """Replace ${VAR} and ${VAR:-default}; an unset ${VAR} without default raises KeyError(VAR).
+    """Replace ${VAR} and ${VAR:-default}; defaults may hold further ${...}.
 
-    An empty variable counts as unset when a default is given (shell `:-` semantics).
+    An empty variable counts as unset when a default is given (shell `:-`). An
+    unset ${VAR} without default raises KeyError(VAR) — but only where it would be
+    used: inside the default of a variable that is set, it is never evaluated.
+    Values taken from the environment are inserted as they are, never expanded again.
     """
-    def sub(match: re.Match) -> str:
-        name, default = match["name"], match["default"]
+    out, _ = _expand(value, 0, env, closing=False)
+    return out
+
+
+def _expand(text: str, i: int, env, closing: bool, used: bool = True) -> tuple[str, int]:
+    """Expand text[i:] up to the end (or, when `closing`, up to the unmatched '}'); returns (value, next index).
+
+    `used` is False while skipping the default of a variable that is set: unset names there are no error."""
+    parts: list[str] = []
+    while i < len(text):
+        if closing and text[i] == "}":
+            return "".join(parts), i + 1
+        match = _NAME.match(text, i) if text.startswith("${", i) else None
+        if match is None:
+            parts.append(text[i])
+            i += 1
+            continue
+        name, i = match["name"], match.end()
         current = env.get(name)
-        if current:
-            return current
-        if default is not None:
-            return default
-        return f"\x00{name}\x00"   # an error only if it is not inside the default of a set variable
-    previous = None
-    while previous != value:
-        previous, value = value, _VAR.sub(sub, value)
-    missing = re.search(r"\x00(\w+)\x00", value)
-    if missing:
-        raise KeyError(missing[1])
-    return value
+        if text.startswith(":-", i):
+            default, i = _expand(text, i + 2, env, closing=True, used=used and not current)
+            parts.append(current if current else default)
+        elif text.startswith("}", i):
+            i += 1
+            if current is None and used:
+                raise KeyError(name)
+            parts.append(current or "")
+        else:
+            parts.append(text[match.start():i])   # not a reference after all: keep it literally
+    return "".join(parts), i
 
 
 def _to_python(node: yaml.Node, lines: dict[tuple, int], path: tuple, problems: list[str], filename: str,

@@ -2,12 +2,14 @@
 
 Declared sets are honoured strictly: bytes that are not valid in the declared
 set raise `CharsetError` naming the offset, because the sender told us what it
-sends. Undeclared (empty MSH-18, or ASCII, which real senders use loosely) is
+sends. A label that is not in table 0211 but that Python knows (ISO-8859-1,
+UTF8) is used; an unknown label is reported as a warning and read as undeclared. Undeclared (empty MSH-18, or ASCII, which real senders use loosely) is
 decoded as UTF-8 when it is valid UTF-8, otherwise as Windows-1252 (then
 Latin-1, which cannot fail), and the fallback is reported as a warning.
 """
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 CODECS = {
@@ -39,19 +41,27 @@ class Decoded:
 
 
 def codec_for(msh18: str) -> str | None:
-    """Python codec for the first repetition of MSH-18, None when undeclared or ASCII."""
+    """Python codec for the first repetition of MSH-18; None when undeclared, ASCII, or a label
+    that neither HL7 table 0211 nor Python knows (then the message is read as undeclared)."""
     declared = msh18.split("~", 1)[0].split("^", 1)[0].strip().upper()
     if declared in ("", "ASCII"):
         return None
     codec = CODECS.get(declared)
-    if codec is None:
-        raise CharsetError(f"MSH-18 character set {declared!r} is not supported "
-                           f"(supported: {', '.join(sorted(CODECS))})")
+    if codec is None:   # real senders also write ISO-8859-1, UTF8, windows-1252 ...
+        try:
+            codec = codecs.lookup(declared.replace(" ", "-")).name
+        except LookupError:
+            return None
     return codec
 
 
 def decode(message: bytes, msh18: str) -> Decoded:
     codec = codec_for(msh18)
+    if codec is None and msh18.strip() and msh18.strip().upper() != "ASCII":
+        undeclared = decode(message, "")
+        note = f"MSH-18 character set {msh18.strip()!r} is unknown; decoded as {undeclared.codec}"
+        return Decoded(undeclared.text, undeclared.codec,
+                       f"{note}; {undeclared.warning}" if undeclared.warning else note)
     if codec is not None:
         try:
             return Decoded(message.decode(codec), codec)

@@ -13,7 +13,7 @@ BOM = b"\xef\xbb\xbf"
 
 # HL7 v2 versions this engine accepts in MSH-12.1 (table 0104).
 SUPPORTED_VERSIONS = frozenset({
-    "2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9",
+    "2.0", "2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9",
 })
 
 # HL7 table 0357 codes used here.
@@ -42,14 +42,15 @@ class HeaderError(ValueError):
 def prepare(raw: bytes) -> bytes:
     """Normalise segment separators to CR and drop a BOM and blank segments.
 
-    The result ends with a CR. Message content inside segments is untouched.
+    The result ends with a CR. Message content inside segments (trailing spaces
+    of the last one included) is untouched.
     """
     msg = raw
     if msg.startswith(BOM):
         msg = msg[3:]
     if b"\n" in msg:
         msg = msg.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    msg = msg.strip(b"\r \t\x00")
+    msg = msg.lstrip(b"\r \t\x00").rstrip(b"\r\x00")
     if b"\r\r" in msg or b"\r " in msg or b"\r\t" in msg:   # blank or whitespace-only segments
         msg = b"\r".join(seg for seg in msg.split(b"\r") if seg.strip())
     return msg + b"\r"

@@ -3,7 +3,8 @@
 Paths name what analysts write in mappings and filters:
 `MSH-9.1`, `PID-3[*].1` (every repetition), `DG1[*]-3.1` (every DG1),
 `OBX[2]-5`, `PID-5.1.1` (subcomponent). Indexes are 1-based; `*` means all.
-`get` returns the first match or None; `get_all` every non-empty match.
+`get` returns the first match or None; `get_all` every non-empty match, with
+HL7 escape sequences (\\F\\, \\S\\, \\T\\, \\R\\, \\E\\, \\.br\\) resolved.
 A malformed path raises `PathError` naming it.
 """
 from __future__ import annotations
@@ -69,7 +70,7 @@ def get_all(message: hl7.Message, path: str) -> list[str]:
             except (IndexError, KeyError):
                 continue
             if value:
-                values.append(value)
+                values.append(message.unescape(value) if message.esc in value else value)
     return values
 
 
