@@ -277,3 +277,18 @@ def test_stop_drains_in_flight_messages(make_engine):
     journal = Journal(engine.config.sqlite_path, readonly=True)
     stored = {r["control_id"] for r in journal.search(limit=1000)}
     assert set(acked) <= stored and len(acked) >= 5
+
+
+def test_a_journal_failure_is_answered_ae_so_the_sender_keeps_the_message(engine, monkeypatch):
+    # A full or failing disk cannot be produced safely here; the journal's writer is made to fail instead.
+    def failing_write(items):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(engine.engine.committer, "_write_batch", failing_write)
+    with MLLPClient("127.0.0.1", engine.port) as client:
+        ack = client.send(orm(1))
+        code, echoed, text = msa(ack)
+        assert (code, echoed) == ("AE", "C1") and "not stored" in text
+        assert fields(ack, "ERR")[3].startswith("207")
+        monkeypatch.undo()
+        assert msa(client.send(orm(1)))[:2] == ("AA", "C1")
+    assert [r["status"] for r in engine.journal().search(control_id="C1")] in (["received"], ["transformed"])
