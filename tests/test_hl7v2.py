@@ -224,10 +224,17 @@ def test_declared_utf8_with_invalid_bytes_names_the_offset():
     assert "UNICODE UTF-8" in caught.value.text
 
 
-def test_an_unknown_charset_is_refused_naming_it_and_the_valid_ones():
-    with pytest.raises(CharsetError) as caught:
-        decode(b"PID|1\r", "KLINGON")
-    assert "KLINGON" in caught.value.text and "8859/1" in caught.value.text
+def test_an_unknown_charset_label_is_read_as_undeclared_with_a_warning_naming_it():
+    decoded = decode(b"PID|1||M1||JOS\xe9\r", "KLINGON")
+    assert decoded.text.endswith("JOS\u00e9\r") and decoded.codec == "cp1252"
+    assert "KLINGON" in decoded.warning
+
+
+def test_charset_labels_outside_table_0211_that_python_knows_are_honoured():
+    assert decode("Gonçalves".encode("latin-1"), "ISO-8859-1").text == "Gonçalves"
+    assert decode("Müller".encode("utf-8"), "UTF8").text == "Müller"
+    with pytest.raises(CharsetError):
+        decode(b"\xff\xfe", "UTF8")
 
 
 def test_the_first_repetition_of_msh18_decides():
