@@ -81,6 +81,9 @@ def _take_message(message: bytes, raw: bytes, channel: str, peer: str, received_
         code, errors = AckCode.AR, [ErrorDetail(exc.code, exc.text, exc.field)]
     except CharsetError as exc:
         code, errors = AckCode.AE, [ErrorDetail("102", exc.text, "MSH-18")]
+    except Exception as exc:  # a bug must not lose the message: journal it as an error and say so
+        code, errors = AckCode.AE, [ErrorDetail(INTERNAL_ERROR, f"internal error reading the header: "
+                                                                f"{type(exc).__name__}: {exc}", "")]
     if header is not None:
         entry.control_id = header.control_id or None
         entry.sender = header.sender
@@ -114,13 +117,17 @@ def _ack_timestamp() -> str:
 def acks(intake: FrameIntake, stored: list[Stored]) -> list[bytes]:
     """The ACK payloads to send for a committed frame (one per message; one batch ACK for a batch).
 
-    Enhanced-mode messages whose MSH-15 asks for no accept ACK in this case are skipped.
+    Enhanced-mode messages whose MSH-15 asks for no accept ACK in this case are skipped,
+    except refusals (AR/CR), which are always answered.
     """
     timestamp = _ack_timestamp()
     out = []
     for received, row in zip(intake.received, stored):
         header = received.header
-        if wants_enhanced_ack(header) and not enhanced_ack_wanted(header, received.code is AckCode.AA):
+        # A refused message is always answered: its MSH-15 cannot be trusted, and a
+        # sender left waiting for an ACK that never comes is worse than an unasked-for one.
+        if received.code is not AckCode.AR and wants_enhanced_ack(header) \
+                and not enhanced_ack_wanted(header, received.code is AckCode.AA):
             continue
         errors = list(received.errors)
         if row.control_id_reused:

@@ -59,6 +59,8 @@ def split_frame(prepared: bytes) -> tuple[list[bytes], BatchEnvelope | None]:
             envelope.problems.append(f"segment {name.decode('latin-1', 'replace')} outside any message")
     if current:
         messages.append(b"\r".join(current) + b"\r")
+    if not messages:   # nothing to split out: the frame itself is refused (and kept) as one message
+        return [prepared], None
     _check_count(envelope, len(messages))
     return messages, envelope
 

@@ -49,9 +49,12 @@ def codec_for(msh18: str) -> str | None:
     codec = CODECS.get(declared)
     if codec is None:   # real senders also write ISO-8859-1, UTF8, windows-1252 ...
         try:
-            codec = codecs.lookup(declared.replace(" ", "-")).name
-        except LookupError:
+            info = codecs.lookup(declared.replace(" ", "-"))
+        except (LookupError, ValueError):
             return None
+        if not getattr(info, "_is_text_encoding", True):   # base64, zlib, rot13 are codecs too
+            return None
+        codec = info.name
     return codec
 
 
