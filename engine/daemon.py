@@ -40,6 +40,7 @@ class Engine:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours)
+        self.checkpointer = self.journal.checkpoint_in_background()
         self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max)
         self.committer.start(asyncio.get_running_loop())
         for channel in config.channels:
@@ -71,6 +72,7 @@ class Engine:
                 "messages_per_transaction": round(c.items / c.batches, 1) if c.batches else 0,
                 "ms_per_transaction": round(c.write_seconds / c.batches * 1000, 2) if c.batches else 0}})
         if self.journal is not None:
+            self.checkpointer.stop()
             self.journal.close()
         log.info("engine stopped")
 

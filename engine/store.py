@@ -14,13 +14,17 @@ an older release is upgraded at open, and a newer one is refused by name.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
 import sqlite_utils
+
+log = logging.getLogger("engine.store")
 
 STATUSES = ("received", "duplicate", "filtered", "transformed", "queued", "sent", "error")
 
@@ -122,6 +126,44 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
                 raise
 
 
+class WalCheckpointer:
+    """Moves WAL pages into the database file from its own thread and connection.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses the
+    threshold, stalling that commit (and so every ACK waiting on it) for
+    milliseconds. The writer turns it off (`checkpoint_in_background`) and this
+    thread runs PASSIVE checkpoints, which never block the writer, every
+    `interval` seconds; the WAL is truncated back to `wal_limit_bytes` afterwards.
+    """
+
+    def __init__(self, path: Path, interval: float = 1.0, wal_limit_bytes: int = 64 * 1024 * 1024):
+        self.path = path
+        self.interval = interval
+        self.wal_limit_bytes = wal_limit_bytes
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        conn = connect(self.path)
+        conn.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:   # busy or I/O: try again next interval
+                    log.warning("WAL checkpoint failed", extra={"fields": {"error": str(exc)}})
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
+
+
 class Journal:
     """Reads and writes of the message journal over one SQLite connection."""
 
@@ -136,6 +178,13 @@ class Journal:
 
     def close(self) -> None:
         self.conn.close()
+
+    def checkpoint_in_background(self) -> WalCheckpointer:
+        """Stop checkpointing inside this connection's commits; returns the started checkpointer."""
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        checkpointer = WalCheckpointer(self.path)
+        checkpointer.start()
+        return checkpointer
 
     # ---- writes (the group-commit thread) -------------------------------
 

@@ -292,3 +292,4 @@ def test_a_journal_failure_is_answered_ae_so_the_sender_keeps_the_message(engine
         monkeypatch.undo()
         assert msa(client.send(orm(1)))[:2] == ("AA", "C1")
     assert [r["status"] for r in engine.journal().search(control_id="C1")] in (["received"], ["transformed"])
+

@@ -66,3 +66,22 @@ def test_newer_schema_is_refused_by_name(tmp_path):
 def test_reader_needs_an_existing_store(tmp_path):
     with pytest.raises(StoreError, match="no store here"):
         Journal(tmp_path / "missing.db", readonly=True)
+
+
+def test_background_checkpointer_moves_wal_pages_while_commits_never_checkpoint(tmp_path):
+    import time
+    journal = Journal(tmp_path / "j.db")
+    checkpointer = journal.checkpoint_in_background()
+    checkpointer.interval = 0.1
+    try:
+        for n in range(60):
+            journal.write([frame(msg(f"C{n}-{k}", "x" * 3000)) for k in range(20)])
+        db = tmp_path / "j.db"
+        deadline = time.monotonic() + 10
+        while db.stat().st_size < 1200 * 3000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db.stat().st_size >= 1200 * 3000
+        assert journal.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        checkpointer.stop()
+        journal.close()
