@@ -56,10 +56,19 @@ def check_config(config: Path = ConfigOption) -> None:
     """Validate the config; print every problem with file, line, key and what is valid."""
     cfg = _config(config)
     problems = []
+    from engine.mapping import MappingError, Mappings
     for channel in cfg.channels:
-        if channel.transformer is not None and not channel.transformer.mapping.exists():
-            problems.append(f"{config}: channels.{channel.name}.transformer.mapping: "
-                            f"file {channel.transformer.mapping} does not exist")
+        if channel.transformer is None:
+            continue
+        folder = channel.transformer.mappings
+        if not folder.is_dir():
+            problems.append(f"{config}: channels.{channel.name}.transformer.mappings: "
+                            f"folder {folder} does not exist")
+            continue
+        try:
+            Mappings.load(folder)
+        except MappingError as exc:
+            problems += exc.problems
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(2)
@@ -189,6 +198,198 @@ def show(message_id: int = typer.Argument(..., metavar="ID"), config: Path = Con
         typer.echo(seg["segment"])
         for f in seg["fields"]:
             typer.echo(f"  {f['position']:8} {f['name'][:34]:34} {f['value']}")
+
+
+@app.command("map")
+def map_file(path: Path = typer.Argument(..., metavar="FILE", help="one HL7 message (CR or LF between segments)"),
+             config: Path = ConfigOption, as_json: bool = JsonOption,
+             mappings: Optional[Path] = typer.Option(None, "--mappings", help="mapping folder (default: the "
+                                                     "first channel's transformer.mappings)")) -> None:
+    """Show the normalized result of one message through the mappings, without storing anything.
+
+    Exit 2 when a mapping file has errors or the output does not validate, 1 when no mapping handles the
+    message (or it is not HL7)."""
+    from engine.hl7v2 import CharsetError, HeaderError, decode, prepare, read_header
+    from engine.hl7v2.parse import ParseError
+    from engine.mapping import MappingError, Mappings, NoMapping
+    folder = mappings
+    if folder is None:
+        cfg = _config(config)
+        folder = next((c.transformer.mappings for c in cfg.channels if c.transformer is not None), None)
+        if folder is None:
+            typer.echo(f"{config}: no channel has transformer.mappings; pass --mappings DIR", err=True)
+            raise typer.Exit(2)
+    try:
+        raw = prepare(path.read_bytes())
+    except OSError as exc:
+        typer.echo(f"{path}: cannot read: {exc.strerror}", err=True)
+        raise typer.Exit(1)
+    try:
+        header = read_header(raw)
+        text = decode(raw, header.text(18)).text
+        loaded = Mappings.load(folder)
+        result = loaded.map(text, header.message_type)
+    except MappingError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    except (NoMapping, HeaderError, CharsetError, ParseError) as exc:
+        typer.echo(f"{path}: {exc}", err=True)
+        raise typer.Exit(1)
+    doc = result.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    doc["event"] = result.event
+    if as_json:
+        typer.echo(json.dumps(doc, indent=1, ensure_ascii=False))
+        return
+
+    def show_value(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                show_value(f"{prefix}.{key}" if prefix else key, inner)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, inner in enumerate(value):
+                show_value(f"{prefix}[{i}]", inner)
+        else:
+            if isinstance(value, str) and len(value) > 200:
+                value = value[:200].replace("\n", " / ") + f"... ({len(value)} characters)"
+            elif isinstance(value, str):
+                value = value.replace("\n", " / ")
+            typer.echo(f"{prefix:36} {value}")
+    show_value("", doc)
+
+
+# ---- referrals: worklists, timeline, unmatched messages, replay ----------------------------
+
+def _referral_store(config: EngineConfig):
+    from engine.referral_store import ReferralStore
+    journal = _journal(config)
+    if journal.conn.execute("PRAGMA user_version").fetchone()[0] < 2:
+        typer.echo(f"{config.sqlite_path}: the store predates referrals; start the engine once to upgrade it",
+                   err=True)
+        raise typer.Exit(2)
+    return ReferralStore(journal.conn)
+
+
+def _writable_journal(config: EngineConfig):
+    from engine.store import Journal, StoreError
+    try:
+        return Journal(config.sqlite_path, config.store.synchronous, referral_rules=config.referrals)
+    except StoreError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def referrals(config: Path = ConfigOption,
+              status: Optional[str] = typer.Option(None, "--status", help="received, incomplete, ready, ..."),
+              specialty: Optional[str] = typer.Option(None, "--specialty", help="lowercase, e.g. cardiology"),
+              urgency: Optional[str] = typer.Option(None, "--urgency", help="routine, urgent or stat"),
+              patient_id: Optional[str] = typer.Option(None, "--patient-id", help="any patient identifier"),
+              owner: Optional[str] = typer.Option(None, "--owner"),
+              limit: int = typer.Option(100, "--limit"),
+              as_json: bool = JsonOption) -> None:
+    """List referrals (a worklist), oldest first: {"referrals": [...]} with --json."""
+    from engine.lifecycle import ReferralStatus
+    if status is not None and status not in set(ReferralStatus):
+        typer.echo(f"--status {status!r}: valid values are {', '.join(ReferralStatus)}", err=True)
+        raise typer.Exit(2)
+    if urgency is not None and urgency not in ("routine", "urgent", "stat"):
+        typer.echo(f"--urgency {urgency!r}: valid values are routine, urgent, stat", err=True)
+        raise typer.Exit(2)
+    rows = _referral_store(_config(config)).search(status=status, specialty=specialty, urgency=urgency,
+                                                   patient_id=patient_id, owner=owner, limit=limit)
+    if as_json:
+        typer.echo(json.dumps({"referrals": rows}, indent=1))
+        return
+    typer.echo(f"{'ID':>7}  {'CREATED (UTC)':19}  {'STATUS':12} {'URGENCY':8} {'SPECIALTY':16} {'PATIENT':10} "
+               f"{'PLACER ORDER':18} MISSING / FLAGS")
+    for r in rows:
+        flags = ", ".join(r["missing"] or []) + (" LEAKAGE RISK" if r["leakage_risk"] else "")
+        typer.echo(f"{r['id']:>7}  {r['created_at'][:19]:19}  {r['status']:12} {(r['urgency'] or '-'):8} "
+                   f"{(r['specialty'] or '-')[:16]:16} {(r['patient_mrn'] or '-')[:10]:10} "
+                   f"{(r['placer_order_number'] or '-')[:18]:18} {flags}")
+
+
+@app.command("referral")
+def referral_timeline(referral_id: int = typer.Argument(..., metavar="ID"), config: Path = ConfigOption,
+                      as_json: bool = JsonOption) -> None:
+    """One referral's timeline: messages, status history, appointments, documents, exceptions."""
+    timeline = _referral_store(_config(config)).timeline(referral_id)
+    if timeline is None:
+        typer.echo(f"no referral with id {referral_id}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(timeline, indent=1))
+        return
+    r = timeline["referral"]
+    for key in ("id", "status", "urgency", "specialty", "service_text", "reason", "placer_order_number",
+                "filler_order_number", "referral_number", "patient_mrn", "patient_family_name", "patient_given_name",
+                "patient_birth_date", "referring_name", "referring_npi", "receiving_department",
+                "receiving_destination", "payer", "member_id", "authorization_number", "owner", "next_action",
+                "next_action_due", "missing", "leakage_risk", "note_received", "created_at", "updated_at"):
+        if r.get(key) not in (None, [], 0):
+            typer.echo(f"{key:21} {r[key]}")
+    typer.echo("\n--- status history ---")
+    for h in timeline["history"]:
+        typer.echo(f"{h['at'][:19]}  {h['from_status'] or '(new)':12} -> {h['to_status']:12} "
+                   f"{h['cause_kind']} {h['cause_id'] or ''}  {h['detail'] or ''}".rstrip())
+    typer.echo("\n--- messages ---")
+    for m in timeline["messages"]:
+        typer.echo(f"{m['message_id']:>8}  {(m['message_type'] or '-'):9} {m['event']:24} {m['outcome']:10} "
+                   f"{m['rule'] or ''}")
+    for title, rows, fields in (("appointments", timeline["appointments"], ("start", "status", "placer_id",
+                                                                              "filler_id", "location")),
+                                ("documents", timeline["documents"], ("kind", "title", "status", "content_type",
+                                                                      "received_at")),
+                                ("diagnoses", timeline["diagnoses"], ("code", "system", "valid", "description")),
+                                ("exceptions", timeline["exceptions"], ("message_id", "event", "reason",
+                                                                        "resolved_at"))):
+        if rows:
+            typer.echo(f"\n--- {title} ---")
+            for row in rows:
+                typer.echo("  ".join(str(row[f]) for f in fields if row.get(f) is not None))
+
+
+@app.command()
+def unmatched(config: Path = ConfigOption, include_resolved: bool = typer.Option(False, "--all"),
+              limit: int = typer.Option(100, "--limit"), as_json: bool = JsonOption) -> None:
+    """Messages that matched no single referral, with their candidate referrals: {"unmatched": [...]}."""
+    rows = _referral_store(_config(config)).unmatched(include_resolved, limit)
+    if as_json:
+        typer.echo(json.dumps({"unmatched": rows}, indent=1))
+        return
+    typer.echo(f"{'MESSAGE':>8}  {'RECEIVED (UTC)':19}  {'TYPE':9} {'EVENT':24} {'PATIENT':12} CANDIDATES")
+    for u in rows:
+        typer.echo(f"{u['message_id']:>8}  {(u['received_at'] or '')[:19]:19}  {(u['message_type'] or '-'):9} "
+                   f"{u['event']:24} {(u['patient_id'] or '-')[:12]:12} "
+                   f"{', '.join(map(str, u['candidates'])) or '-'}"
+                   + (f"  (resolved: {u['resolved_referral_id']})" if u["resolved_at"] else ""))
+
+
+@app.command()
+def link(message_id: int = typer.Argument(..., metavar="MESSAGE_ID"),
+         referral_id: int = typer.Argument(..., metavar="REFERRAL_ID"), config: Path = ConfigOption) -> None:
+    """Link an unmatched message to a referral; the engine then replays the message against it."""
+    journal = _writable_journal(_config(config))
+    problem = journal.link(message_id, referral_id)
+    journal.close()
+    if problem:
+        typer.echo(problem, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"message {message_id} linked to referral {referral_id}; the engine replays it "
+               f"(now if it is running, else at its next start)")
+
+
+@app.command()
+def replay(since: str = typer.Option(..., "--since", help="2026-11-23[T10:00] or 2h/3d"),
+           channel: Optional[str] = typer.Option(None, "--channel"), config: Path = ConfigOption) -> None:
+    """Reprocess stored messages through the current mappings (after a mapping fix); idempotent.
+
+    A referral update already applied is not applied again; messages in error, filtered or unmatched
+    get another chance."""
+    journal = _writable_journal(_config(config))
+    count = journal.requeue(since=_since(since), channel=channel)
+    journal.close()
+    typer.echo(f"{count} messages queued for reprocessing (now if the engine is running, else at its next start)")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ Destination = Annotated[Union[MLLPDestination, FileDestination], Field(discrimin
 
 
 class Transformer(_Strict):
-    mapping: Path
+    """Referral mappings: a folder of YAML files (engine.mapping), one per message family."""
+    mappings: Path
 
 
 class Channel(_Strict):
@@ -162,12 +163,46 @@ class ProcessingConfig(_Strict):
     nice: int = Field(default=5, ge=0, le=19)
 
 
+# ---- referrals: completeness, routing, matching -----------------------------
+
+RequiredItem = Literal["member_id", "payer", "diagnosis", "reason", "referring_npi", "referring_provider",
+                       "patient_birth_date", "patient_phone", "patient_identifier", "specialty", "urgency",
+                       "document", "authorization"]
+Urgency = Literal["routine", "urgent", "stat"]
+
+
+class CompletenessRule(_Strict):
+    """Items a referral needs before it is `ready`. Empty `specialty`/`payer` = any; all matching rules add up.
+    `authorization` is special: with everything else present, the referral waits in `auth_pending`."""
+    specialty: list[str] = Field(default_factory=list)
+    payer: list[str] = Field(default_factory=list)
+    require: list[RequiredItem] = Field(min_length=1)
+
+
+class RoutingRule(_Strict):
+    """The first rule whose non-empty conditions all hold chooses the receiving department and destination."""
+    specialty: list[str] = Field(default_factory=list)
+    urgency: list[Urgency] = Field(default_factory=list)
+    payer: list[str] = Field(default_factory=list)
+    department: str | None = None
+    destination: str
+
+
+class ReferralsConfig(_Strict):
+    match_window_days: float = Field(default=90.0, gt=0, description="patient + specialty matching window")
+    network: list[str] = Field(default_factory=list,
+                               description="destinations inside the network; routing elsewhere = leakage risk")
+    completeness: list[CompletenessRule] = Field(default_factory=list)
+    routing: list[RoutingRule] = Field(default_factory=list)
+
+
 class EngineConfig(_Strict):
     data_dir: Path
     store: StoreConfig
     logging: LoggingConfig = LoggingConfig()
     web: WebConfig = WebConfig()
     processing: ProcessingConfig = ProcessingConfig()
+    referrals: ReferralsConfig = ReferralsConfig()
     channels: list[Channel] = Field(default_factory=list)
     source_file: Path | None = Field(default=None, exclude=True)
 
@@ -366,7 +401,7 @@ def _resolve_paths(config: EngineConfig, base: Path, source: Path) -> EngineConf
         config.logging.file = absolute(config.logging.file)
     for channel in config.channels:
         if channel.transformer is not None:
-            channel.transformer.mapping = absolute(channel.transformer.mapping)
+            channel.transformer.mappings = absolute(channel.transformer.mappings)
         for destination in channel.destinations:
             if isinstance(destination, FileDestination):
                 destination.directory = absolute(destination.directory)

@@ -51,10 +51,14 @@ class InboundMessage:
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """Move a message out of 'received' after processing; `reason` says why (error, filter)."""
+    """Move a message out of 'received' after processing; `reason` says why (error, filter).
+
+    `mapped` (an engine.normalized.Mapped) is what the mapping made of a 'transformed' message: the
+    writer applies it to its referral in the same transaction (engine.referrals.apply_message)."""
     id: int
     status: str
     reason: str | None = None
+    mapped: object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +87,12 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     table.create_index(["received_at"])
 
 
-MIGRATIONS = [(1, _migrate_1)]
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    from engine.referral_store import migrate_referrals
+    migrate_referrals(db)
+
+
+MIGRATIONS = [(1, _migrate_1), (2, _migrate_2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -168,8 +177,9 @@ class Journal:
     """Reads and writes of the message journal over one SQLite connection."""
 
     def __init__(self, path: Path, synchronous: str = "FULL", duplicate_window_hours: float = 168.0,
-                 readonly: bool = False):
+                 readonly: bool = False, referral_rules=None):
         self.path = Path(path)
+        self.referral_rules = referral_rules    # engine.config.ReferralsConfig; None = the defaults
         self.conn = connect(self.path, synchronous, readonly)
         if not readonly:
             migrate(self.conn, self.path)
@@ -271,12 +281,85 @@ class Journal:
         return found
 
     def _apply(self, changes: list[StatusChange]) -> int:
-        """Only rows still in 'received' change, so applying the same changes twice changes nothing."""
+        """Only rows still in 'received' change, so applying the same changes twice changes nothing.
+
+        A 'transformed' change carrying a mapped message also updates its referral, in this transaction;
+        if that fails, the message goes to 'error' with the reason (one bad message never blocks a batch)."""
         now = now_iso()
-        cur = self.conn.executemany(
+        plain = [c for c in changes if c.mapped is None]
+        moved = self.conn.executemany(
             "UPDATE messages SET status=?, error=?, updated_at=? WHERE id=? AND status='received'",
-            [(c.status, c.reason, now, c.id) for c in changes])
-        return cur.rowcount
+            [(c.status, c.reason, now, c.id) for c in plain]).rowcount if plain else 0
+        mapped = [c for c in changes if c.mapped is not None]
+        if mapped:
+            from engine.config import ReferralsConfig
+            from engine.referral_store import ReferralStore
+            from engine.referrals import apply_message
+            store, rules = ReferralStore(self.conn), self.referral_rules or ReferralsConfig()
+            for c in mapped:
+                if not self.conn.execute("UPDATE messages SET status=?, error=?, updated_at=? WHERE id=? AND "
+                                         "status='received'", (c.status, c.reason, now, c.id)).rowcount:
+                    continue
+                moved += 1
+                if c.status != "transformed":
+                    continue
+                try:
+                    apply_message(store, rules, c.id, c.mapped, now)
+                except Exception as exc:   # the log carries ids only; the reason (may hold data) goes to the row
+                    log.error("referral update failed", extra={"fields": {"message_id": c.id,
+                                                                           "error": type(exc).__name__}})
+                    log.debug("referral update failed", exc_info=True)
+                    self.conn.execute("UPDATE messages SET status='error', error=? WHERE id=?",
+                                      (f"referral update failed: {type(exc).__name__}: {exc}", c.id))
+        return moved
+
+    def requeue(self, since: str | None = None, channel: str | None = None,
+                message_ids: list[int] | None = None) -> int:
+        """Put processed messages back to 'received' so the processor runs them through the current
+        mappings again (replay). Only messages that were accepted (ACK AA/CA) and are not duplicates;
+        referral updates already applied are not repeated (engine.referrals is idempotent per message)."""
+        where = ["status IN ('transformed', 'filtered', 'error')", "ack_code IN ('AA', 'CA')",
+                 "duplicate_of IS NULL"]
+        args: list = []
+        if since:
+            where.append("received_at>=?")
+            args.append(since)
+        if channel:
+            where.append("channel=?")
+            args.append(channel)
+        if message_ids is not None:
+            where.append("id IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(message_ids))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            count = self.conn.execute(f"UPDATE messages SET status='received', updated_at=? WHERE "
+                                      f"{' AND '.join(where)}", [now_iso(), *args]).rowcount
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return count
+
+    def link(self, message_id: int, referral_id: int) -> str | None:
+        """A coordinator links an unmatched message to a referral; the message is requeued so the
+        processor replays it against that referral. Returns None, or why it cannot be linked."""
+        from engine.referral_store import ReferralStore
+        store = ReferralStore(self.conn)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if store.get(referral_id) is None:
+                problem = f"no referral with id {referral_id}"
+            elif not store.request_link(message_id, referral_id):
+                problem = f"message {message_id} is not waiting in the unmatched list"
+            else:
+                problem = None
+                self.conn.execute("UPDATE messages SET status='received', updated_at=? WHERE id=?",
+                                  (now_iso(), message_id))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return problem
 
     # ---- reads ---------------------------------------------------------
 

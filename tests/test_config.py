@@ -160,7 +160,7 @@ def test_an_unknown_key_lists_the_keys_valid_at_that_place(tmp_path):
     assert source.startswith(f"{path}:8: channels[0].source.max_conections: ")
     assert "valid keys here: host, idle_timeout_seconds, max_connections, max_message_bytes, port, type" in source
     assert top.startswith(f"{path}:9: chanels: ")
-    assert "valid keys here: channels, data_dir, logging, processing, store, web" in top
+    assert "valid keys here: channels, data_dir, logging, processing, referrals, store, web" in top
 
 
 def test_an_unknown_key_in_a_destination_lists_that_destination_types_keys(tmp_path):
@@ -247,7 +247,7 @@ def test_relative_paths_are_resolved_against_the_config_files_folder(tmp_path, m
     folder.mkdir(parents=True)
     path = write(folder, MINIMAL + """\
     transformer:
-      mapping: mappings/orm.yaml
+      mappings: mappings
     destinations:
       - type: file
         name: archive
@@ -265,7 +265,7 @@ data_dir: data
     assert config.store.url == f"sqlite:///{base}/var/engine.db"
     assert config.sqlite_path == base / "var" / "engine.db"
     assert config.logging.file == base / "logs" / "engine.log"
-    assert config.channels[0].transformer.mapping == base / "mappings" / "orm.yaml"
+    assert config.channels[0].transformer.mappings == base / "mappings"
     assert config.channels[0].destinations[0].directory == base / ".." / "archive"
     assert config.source_file == base / "config.yaml"
 
