@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from engine.hl7v2 import (AckCode, BatchEnvelope, CharsetError, ErrorDetail, Header, HeaderError, build_ack,
                           decode, enhanced_ack_wanted, first_patient_id, prepare, read_header, split_frame,
                           wants_enhanced_ack)
-from engine.hl7v2.ack import build_batch_ack
+from engine.hl7v2.ack import ack_code_for, build_batch_ack
 from engine.store import InboundMessage, Stored, now_iso
 
 INTERNAL_ERROR = "207"
@@ -91,8 +91,9 @@ def _take_message(message: bytes, raw: bytes, channel: str, peer: str, received_
         entry.version = header.version or None
         if code is AckCode.AA:
             entry.patient_id = first_patient_id(message, header)
+    entry.ack_code = ack_code_for(header, code)
     if errors:
-        entry.status, entry.error, entry.ack_code = "error", errors[0].text, code.value
+        entry.status, entry.error = "error", errors[0].text
     entry.warnings = "; ".join(warnings) or None
     return Received(entry, header, code, errors)
 
@@ -103,7 +104,8 @@ def take_broken(payload: bytes, reason: str, channel: str, peer: str) -> FrameIn
     first = intake.received[0]
     first.code = AckCode.AR
     first.errors = [ErrorDetail("100", reason, "")] + first.errors
-    first.message.status, first.message.error, first.message.ack_code = "error", reason, "AR"
+    first.message.status, first.message.error = "error", reason
+    first.message.ack_code = ack_code_for(first.header, AckCode.AR)
     intake.received = [first]
     intake.envelope = None
     return intake

@@ -318,7 +318,7 @@ class Journal:
         """Put processed messages back to 'received' so the processor runs them through the current
         mappings again (replay). Only messages that were accepted (ACK AA/CA) and are not duplicates;
         referral updates already applied are not repeated (engine.referrals is idempotent per message)."""
-        where = ["status IN ('transformed', 'filtered', 'error')", "ack_code IN ('AA', 'CA')",
+        where = ["status IN ('transformed', 'filtered', 'error')", "ack_code IN ('AA', 'CA')",   # accepted, in original or enhanced mode
                  "duplicate_of IS NULL"]
         args: list = []
         if since:

@@ -293,3 +293,10 @@ def test_a_journal_failure_is_answered_ae_so_the_sender_keeps_the_message(engine
         assert msa(client.send(orm(1)))[:2] == ("AA", "C1")
     assert [r["status"] for r in engine.journal().search(control_id="C1")] in (["received"], ["transformed"])
 
+
+
+def test_the_journal_records_the_ack_code_as_sent_in_enhanced_mode(engine):
+    enhanced = orm(1).replace(b"|P|2.5.1\r", b"|P|2.5.1|||AL|NE\r")
+    with MLLPClient("127.0.0.1", engine.port) as client:
+        assert msa(client.send(enhanced))[0] == "CA"
+    assert engine.journal().search(control_id="C1")[0]["ack_code"] == "CA"

@@ -51,6 +51,11 @@ def wants_enhanced_ack(header: Header | None) -> bool:
     return header is not None and bool(header.field(15).strip() or header.field(16).strip())
 
 
+def ack_code_for(header: Header | None, code: AckCode) -> str:
+    """MSA-1 as sent: AA/AE/AR in original mode, CA/CE/CR in enhanced mode."""
+    return _ENHANCED[code.value] if wants_enhanced_ack(header) else code.value
+
+
 def enhanced_ack_wanted(header: Header, accepted: bool) -> bool:
     """Whether MSH-15 asks for an accept acknowledgment for this outcome."""
     condition = header.field(15).strip().upper() or b"AL"
@@ -94,9 +99,8 @@ def build_ack(header: Header | None, code: AckCode, control_id: str, timestamp: 
         enc = header.encoding.decode("latin-1")
         msh = {n: header.text(n) for n in (3, 4, 5, 6, 11, 12, 18)}
         trigger = header.trigger
-        enhanced = wants_enhanced_ack(header)
     else:
-        fs, enc, msh, trigger, enhanced = "|", "^~\\&", {}, "", False
+        fs, enc, msh, trigger = "|", "^~\\&", {}, ""
     comp = enc[:1]
     version_field = msh.get(12) or FALLBACK_VERSION
     version = _version_tuple(version_field.split(comp, 1)[0])
@@ -110,7 +114,7 @@ def build_ack(header: Header | None, code: AckCode, control_id: str, timestamp: 
               msg_type, control_id, msh.get(11) or "P", version_field]
     if msh.get(18):
         fields += ["", "", "", "", "", msh[18]]
-    ack_code = _ENHANCED[code.value] if enhanced else code.value
+    ack_code = ack_code_for(header, code)
     msa = ["MSA", ack_code, header.text(10) if header is not None else ""]
     if errors and version < (2, 7):
         msa.append(_cut(escape(errors[0].text, fs, enc), 80, enc[2:3] or "\\"))
