@@ -262,8 +262,10 @@ def map_file(path: Path = typer.Argument(..., metavar="FILE", help="one HL7 mess
 def _referral_store(config: EngineConfig):
     from engine.referral_store import ReferralStore
     journal = _journal(config)
-    if journal.conn.execute("PRAGMA user_version").fetchone()[0] < 2:
-        typer.echo(f"{config.sqlite_path}: the store predates referrals; start the engine once to upgrade it",
+    from engine.store import SCHEMA_VERSION
+    if journal.conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        typer.echo(f"{config.sqlite_path}: the store predates this release's referral tables; start the engine "
+                   f"once to upgrade it",
                    err=True)
         raise typer.Exit(2)
     return ReferralStore(journal.conn)
@@ -340,13 +342,12 @@ def referral_timeline(referral_id: int = typer.Argument(..., metavar="ID"), conf
                                                                               "filler_id", "location")),
                                 ("documents", timeline["documents"], ("kind", "title", "status", "content_type",
                                                                       "received_at")),
-                                ("diagnoses", timeline["diagnoses"], ("code", "system", "valid", "description")),
-                                ("exceptions", timeline["exceptions"], ("message_id", "event", "reason",
-                                                                        "resolved_at"))):
+                                ("diagnoses", timeline["diagnoses"], ("code", "system", "valid", "description"))):
         if rows:
             typer.echo(f"\n--- {title} ---")
             for row in rows:
                 typer.echo("  ".join(str(row[f]) for f in fields if row.get(f) is not None))
+    _echo_coordinator_sections(timeline)
 
 
 @app.command()
@@ -390,6 +391,96 @@ def replay(since: str = typer.Option(..., "--since", help="2026-11-23[T10:00] or
     count = journal.requeue(since=_since(since), channel=channel)
     journal.close()
     typer.echo(f"{count} messages queued for reprocessing (now if the engine is running, else at its next start)")
+
+
+# ---- coordinator actions: owner, next action, status by hand, review exceptions ----------------------
+# Each is one short BEGIN IMMEDIATE transaction on the CLI's own connection (engine/coordinator.py), like
+# `link` and `replay`: safe while the engine runs, whose writer it waits for (busy_timeout) and delays by
+# microseconds. Exit 2 with the reason when the action is refused (unknown id, transition not allowed).
+
+ByOption = typer.Option(..., "--by", help="the coordinator's user name (kept in the history)")
+
+
+def _echo_coordinator_sections(timeline: dict) -> None:
+    """The parts of `referral ID` that coordinators act on: review exceptions (with their ids) and user events."""
+    if timeline["exceptions"]:
+        typer.echo("\n--- review exceptions ---")
+        for x in timeline["exceptions"]:
+            state = (f"resolved {x['resolved_at'][:19]} by {x['resolved_by'] or '-'}"
+                     + (f": {x['resolution_note']}" if x["resolution_note"] else "")) if x["resolved_at"] else "OPEN"
+            typer.echo(f"#{x['id']:<5} message {x['message_id'] or '-'}  {x['event']}  {x['reason']}  [{state}]")
+    if timeline["events"]:
+        typer.echo("\n--- coordinator events ---")
+        for ev in timeline["events"]:
+            typer.echo(f"{ev['at'][:19]}  {ev['kind']:18} {ev['from_value'] or '-'} -> {ev['to_value'] or '-'}  "
+                       f"{ev['cause_kind']} {ev['cause_id'] or ''}  {ev['detail'] or ''}".rstrip())
+
+
+def _coordinator_action(config: Path, action, *args):
+    """Run one engine.coordinator action on a writable connection; exit 2 with the reason if refused."""
+    from engine.coordinator import ActionRefused, ManualTransitionRefused
+    journal = _writable_journal(_config(config))
+    try:
+        return action(journal.conn, *args)
+    except (ActionRefused, ManualTransitionRefused) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    finally:
+        journal.close()
+
+
+def _echo_referral_state(referral: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"referral": referral}, indent=1))
+        return
+    due = f" (due {referral['next_action_due']})" if referral.get("next_action_due") else ""
+    typer.echo(f"referral {referral['id']}: {referral['status']}; owner {referral['owner'] or '-'}; "
+               f"next action {referral['next_action'] or '-'}{due}")
+
+
+@app.command()
+def assign(referral_id: int = typer.Argument(..., metavar="ID"),
+           owner: str = typer.Option(..., "--owner", help="who works the referral from now on"),
+           by: str = ByOption, config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Make a coordinator the owner of a referral (the `referrals --owner` worklist)."""
+    from engine import coordinator
+    _echo_referral_state(_coordinator_action(config, coordinator.assign, referral_id, owner, by), as_json)
+
+
+@app.command("next-action")
+def next_action(referral_id: int = typer.Argument(..., metavar="ID"),
+                text: str = typer.Option(..., "--text", help='e.g. "call the patient to book"'),
+                due: Optional[str] = typer.Option(None, "--due", help="2026-12-01 or 2026-12-01T09:00"),
+                by: str = ByOption, config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Set a referral's next action and its due date."""
+    from engine import coordinator
+    _echo_referral_state(_coordinator_action(config, coordinator.set_next_action, referral_id, text, due, by),
+                         as_json)
+
+
+@app.command("set-status")
+def set_status(referral_id: int = typer.Argument(..., metavar="ID"),
+               status: str = typer.Argument(..., metavar="STATUS"),
+               by: str = ByOption, reason: str = typer.Option(..., "--reason", help="kept in the status history"),
+               config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Change a referral's status by hand (e.g. ready, canceled, declined); exit 2 names what is allowed."""
+    from engine import coordinator
+    _echo_referral_state(_coordinator_action(config, coordinator.set_status, referral_id, status, by, reason),
+                         as_json)
+
+
+@app.command("resolve-exception")
+def resolve_exception(exception_id: int = typer.Argument(..., metavar="EXCEPTION_ID"),
+                      by: str = ByOption, note: Optional[str] = typer.Option(None, "--note"),
+                      config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Mark a review exception (shown by `referral ID`) resolved; the referral's status is not changed."""
+    from engine import coordinator
+    row = _coordinator_action(config, coordinator.resolve_exception, exception_id, by, note)
+    if as_json:
+        typer.echo(json.dumps({"exception": row}, indent=1))
+        return
+    typer.echo(f"review exception {row['id']} on referral {row['referral_id']} resolved by {row['resolved_by']}"
+               + (f": {row['resolution_note']}" if row["resolution_note"] else ""))
 
 
 if __name__ == "__main__":

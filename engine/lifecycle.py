@@ -31,6 +31,10 @@ Decisions worth knowing (see `_RULES`):
   canceled (then the booking is an exception).
 - A visit completed / appointment completed on an unscheduled or no-show referral
   completes it (the schedule's messages were late or lost).
+- A coordinator's status change (`manual_transition`, table `MANUAL_TRANSITIONS`) is
+  a subset of the same graph, never to scheduled/completed/closed/leaked (messages,
+  delivery and the schedule say those); refused with `ManualTransitionRefused`,
+  whose message lists what is allowed from the current status.
 """
 from __future__ import annotations
 
@@ -81,9 +85,11 @@ TRANSITIONS: dict[ReferralStatus | None, frozenset[ReferralStatus]] = {
     S.AUTH_PENDING: frozenset({S.INCOMPLETE, S.READY, S.SCHEDULED, S.COMPLETED, S.NO_SHOW, S.CANCELED,
                                S.DECLINED, S.REJECTED, S.LEAKED}),
     S.SCHEDULED: frozenset({S.COMPLETED, S.NO_SHOW, S.CANCELED, S.LEAKED}),
-    S.NO_SHOW: frozenset({S.SCHEDULED, S.COMPLETED, S.CANCELED, S.LEAKED}),
+    S.NO_SHOW: frozenset({S.SCHEDULED, S.COMPLETED, S.CANCELED, S.LEAKED,
+                          S.READY}),           # a coordinator re-opens it for re-scheduling
     S.COMPLETED: frozenset({S.CLOSED}),
-    S.CANCELED: frozenset({S.SCHEDULED}),      # re-booked after an appointment cancel (not an order cancel)
+    S.CANCELED: frozenset({S.SCHEDULED,        # re-booked after an appointment cancel (not an order cancel)
+                           S.READY}),          # a coordinator re-opens it
     S.CLOSED: frozenset(),
     S.DECLINED: frozenset(),
     S.REJECTED: frozenset(),
@@ -192,3 +198,63 @@ def close(current: ReferralStatus, note_received: bool) -> Decision:
     if current != S.COMPLETED or not note_received:
         return _refuse(ReferralStatus(current), "loop closure")
     return Decision(S.CLOSED, detail="consult note delivered")
+
+
+# ---- coordinator (user) actions ---------------------------------------------------
+#
+# What a coordinator may do by hand, per status. A subset of TRANSITIONS (a test checks it).
+# Never by hand: scheduled (the scheduling system's SIU says so), completed (a visit or a note
+# message), closed (the consult note's delivery ACK), leaked (the aging schedule).
+_CLOSE_OUT = frozenset({S.CANCELED, S.DECLINED, S.REJECTED})
+MANUAL_TRANSITIONS: dict[ReferralStatus, frozenset[ReferralStatus]] = {
+    S.RECEIVED: _CLOSE_OUT | {S.READY},        # reviewed and accepted
+    S.NEEDS_REVIEW: _CLOSE_OUT | {S.READY},    # the fax review is done
+    S.INCOMPLETE: _CLOSE_OUT | {S.READY},      # missing items obtained outside HL7 (phone, portal)
+    S.READY: _CLOSE_OUT,
+    S.AUTH_PENDING: _CLOSE_OUT,
+    S.SCHEDULED: frozenset({S.CANCELED}),      # the appointment's own cancel comes by SIU^S15
+    S.NO_SHOW: frozenset({S.CANCELED, S.READY}),   # give up, or re-open for re-scheduling
+    S.CANCELED: frozenset({S.READY}),          # re-open
+    S.COMPLETED: frozenset(),
+    S.CLOSED: frozenset(),
+    S.DECLINED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.LEAKED: frozenset(),
+}
+_WHERE_FROM = {S.SCHEDULED: "the scheduling system's SIU messages", S.COMPLETED: "a visit-completed or "
+               "consult-note message", S.CLOSED: "the consult note's delivery to the referring provider",
+               S.LEAKED: "the aging schedule"}
+
+
+class ManualTransitionRefused(ValueError):
+    """A coordinator asked for a status change the lifecycle does not allow by hand (or gave no reason).
+
+    `allowed` is what the coordinator may set from `current`; the message names it."""
+
+    def __init__(self, current: ReferralStatus, to: str, message: str):
+        super().__init__(message)
+        self.current, self.to = current, to
+        self.allowed = tuple(sorted(MANUAL_TRANSITIONS.get(current, ())))
+
+
+def manual_transition(current: ReferralStatus | str, to: ReferralStatus | str, reason: str | None) -> Decision:
+    """The decision for a coordinator's status change `current -> to`, whose `reason` becomes the
+    history row's detail. Raises ManualTransitionRefused when `to` is not a status, not allowed by hand
+    from `current` (the message lists what is), or the reason is blank."""
+    current = ReferralStatus(current)
+    allowed = sorted(MANUAL_TRANSITIONS[current])
+    can = f"from {current.value} a coordinator may set: {', '.join(allowed)}" if allowed else \
+        f"a {current.value} referral cannot be changed by hand"
+    try:
+        target = ReferralStatus(to)
+    except ValueError:
+        raise ManualTransitionRefused(current, str(to), f"{to!r} is not a referral status (valid: "
+                                      f"{', '.join(ReferralStatus)}); {can}") from None
+    if target not in MANUAL_TRANSITIONS[current]:
+        origin = f" ({target.value} comes from {_WHERE_FROM[target]})" if target in _WHERE_FROM else ""
+        raise ManualTransitionRefused(current, target.value,
+                                      f"{current.value} -> {target.value} is not a coordinator action{origin}; {can}")
+    if not (reason or "").strip():
+        raise ManualTransitionRefused(current, target.value, f"{current.value} -> {target.value} needs a reason "
+                                      "(it is kept in the status history)")
+    return Decision(target, detail=reason.strip())

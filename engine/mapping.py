@@ -198,10 +198,20 @@ class _Cond:
     op: str
     operand: Any
     readers: list[Callable | None] = field(default_factory=list)   # per path; None: read every value
+    first_only: bool = field(default=False, init=False)   # every path has a reader: one value to test, no list
+
+    def __post_init__(self) -> None:
+        self.first_only = bool(self.readers) and None not in self.readers
 
     def holds(self, ctx: _Ctx) -> bool:
         if self.op == "any":
             return any(all(c.holds(ctx) for c in group) for group in self.operand)
+        if self.first_only:
+            for reader in self.readers:
+                value = reader(ctx)
+                if value:
+                    return self._test(value)
+            return self.op == "not_in" or (self.op == "exists" and not self.operand)
         found: list[str] = []
         for p, reader in zip(self.paths, self.readers):
             if reader is not None:
@@ -215,13 +225,21 @@ class _Cond:
                 break
         if self.op == "exists":
             return bool(found) == self.operand
-        if self.op == "equals":
-            return any(v.lower() == self.operand for v in found)
-        if self.op == "in":
-            return any(v.lower() in self.operand for v in found)
         if self.op == "not_in":
-            return not any(v.lower() in self.operand for v in found)
-        return any(self.operand.search(v) for v in found)
+            return all(self._test(v) for v in found)
+        return any(self._test(v) for v in found)
+
+    def _test(self, value: str) -> bool:
+        """The condition for one value read (not_in: this value is not in the list)."""
+        if self.op == "equals":
+            return value.lower() == self.operand
+        if self.op == "in":
+            return value.lower() in self.operand
+        if self.op == "not_in":
+            return value.lower() not in self.operand
+        if self.op == "exists":
+            return self.operand
+        return self.operand.search(value) is not None
 
 
 @dataclass(slots=True)
@@ -241,6 +259,7 @@ class _Table:
 
 
 _MISSING = object()
+_EMPTY = (None, "", [])     # values that say nothing (a literal with [] in it would be rebuilt at every test)
 
 
 @dataclass(slots=True)
@@ -260,20 +279,44 @@ class _Value:
     from_message: bool = True
     readers: list[Callable[[_Ctx], Any]] = field(default_factory=list)   # one per alternative in `paths`
     plain: bool = False        # only alternatives to read: no each/when/transform/table/default (most fields)
-    fn: Callable[[_Ctx], Any] | None = None   # what to call: the lone reader of a plain value, else evaluate
+    fn: Callable[[_Ctx], Any] | None = None   # what to call: `evaluate`, or a shortcut chosen by `seal`
 
     def seal(self) -> "_Value":
+        """Choose `fn` once per compiled file: the lone reader of a plain value, the value of a literal
+        (transforms and tables are pure, so it is computed here), `_read_and_finish` for paths with
+        transforms/table/default/when (most of the rest), else the general `evaluate`."""
         self.plain = (self.literal is None and self.concat is None and self.each is None and not self.when
                       and not self.transforms and self.table is None and self.default is None and not self.all
                       and self.join is None)
-        self.fn = self.readers[0] if self.plain and len(self.readers) == 1 else self.evaluate
+        self.fn = self.evaluate
+        if self.plain and len(self.readers) == 1:
+            self.fn = self.readers[0]
+        elif self.literal is not None and self.each is None and not self.when:
+            constant = self.evaluate(None)      # reads nothing from the message
+            if constant is None or isinstance(constant, (str, int, float)):     # immutable: safe to share
+                self.fn = lambda ctx: constant
+        elif (self.literal is None and self.concat is None and self.each is None and not self.all
+              and self.join is None and all(isinstance(p, HL7Path) for p in self.paths)):
+            self.fn = self._read_and_finish
         return self
+
+    def _read_and_finish(self, ctx: _Ctx) -> Any:
+        """`evaluate` for alternatives that are all paths (each reader gives one str or None)."""
+        for c in self.when:
+            if not c.holds(ctx):
+                return None
+        for reader in self.readers:
+            value = reader(ctx)
+            if value:
+                value = self._finish(value)
+                return self.default if value in (None, "") else value
+        return self.default
 
     def evaluate(self, ctx: _Ctx) -> Any:
         if self.plain:
             for reader in self.readers:
                 value = reader(ctx)
-                if value not in (None, "", []):
+                if value not in _EMPTY:
                     return value
             return None
         if self.when and not all(c.holds(ctx) for c in self.when):
@@ -316,17 +359,17 @@ class _Value:
     def _inner(self, ctx: _Ctx) -> Any:
         if self.concat is not None:
             sep = self.join if self.join is not None and self.each is None else ""
-            return sep.join(str(v) for v in (c.evaluate(ctx) for c in self.concat) if v not in (None, ""))
+            return sep.join(str(v) for v in (c.fn(ctx) for c in self.concat) if v not in (None, ""))
         if not self.all and (self.join is None or self.each is not None):
             for reader in self.readers:
                 value = reader(ctx)
-                if value not in (None, "", []):
+                if value not in _EMPTY:
                     return value
             return None
         for alt in self.paths:
             if isinstance(alt, _Value):
                 got = alt.evaluate(ctx)
-                if got not in (None, "", []):
+                if got not in _EMPTY:
                     return got
                 continue
             found = _read(ctx, alt, keep_empty=False)
@@ -369,20 +412,26 @@ class _ListSpec:
     blocks: list[tuple[HL7Path, list[_Cond], list[_Cond], dict[str, _Value]]]
     required: tuple[str, ...]
     distinct: bool | list[str]      # True: drop repeated items; [fields]: drop items repeating those
+    _readers: list[tuple] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Per block, what to call for each field: (name, spec.fn, spec.from_message), looked up once."""
+        self._readers = [tuple((name, spec.fn, spec.from_message) for name, spec in fields.items())
+                         for _, _, _, fields in self.blocks]
 
     def evaluate(self, ctx: _Ctx) -> list[dict]:
         out: list[dict] = []
-        for each, where, when, fields in self.blocks:
+        for (each, where, when, _), readers in zip(self.blocks, self._readers):
             if when and not all(c.holds(ctx) for c in when):
                 continue
             for item_ctx in _each(ctx, each, where):
                 item: dict[str, Any] = {}
                 real = False
-                for name, spec in fields.items():
-                    value = spec.fn(item_ctx)
-                    if value not in (None, "", []):
+                for name, read, from_message in readers:
+                    value = read(item_ctx)
+                    if value not in _EMPTY:
                         item[name] = value
-                        real = real or spec.from_message
+                        real = real or from_message
                 if not real or any(r not in item for r in self.required):
                     continue
                 if self.distinct is True and item in out:

@@ -99,6 +99,19 @@ def migrate_referrals(db: sqlite_utils.Database) -> None:
     db["unmatched"].create_index(["resolved_at", "created_at"])
 
 
+def migrate_coordinator(db: sqlite_utils.Database) -> None:
+    """Migration 3: what coordinators do besides changing status (owner, next action, resolving a review
+    exception), one `referral_events` row each, shaped like `status_history` (from/to value, at, cause).
+    A separate table keeps `status_history` one row per real status change, which the KPIs count."""
+    db["referral_events"].create({"id": int, "referral_id": int, "kind": str, "from_value": str, "to_value": str,
+                                  "at": str, "cause_kind": str, "cause_id": str, "detail": str},
+                                 pk="id", not_null={"referral_id", "kind", "at", "cause_kind"},
+                                 foreign_keys=[("referral_id", "referrals", "id")])
+    db["referral_events"].create_index(["referral_id", "id"])
+    db["review_exceptions"].add_column("resolved_by", str)
+    db["review_exceptions"].add_column("resolution_note", str)
+
+
 def _row(row: sqlite3.Row | None) -> dict | None:
     if row is None:
         return None
@@ -109,8 +122,11 @@ def _row(row: sqlite3.Row | None) -> dict | None:
     return out
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)   # json.dumps would build one per call
+
+
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return None if value is None else _ENCODER.encode(value)
 
 
 class ReferralStore:
@@ -243,8 +259,9 @@ class ReferralStore:
                 "FROM referral_messages l LEFT JOIN messages m ON m.id=l.message_id WHERE l.referral_id=? "
                 "ORDER BY l.message_id", (referral_id,))],
             "exceptions": [dict(r) for r in q(
-                "SELECT id, message_id, event, status, reason, created_at, resolved_at FROM review_exceptions "
-                "WHERE referral_id=? ORDER BY id", (referral_id,))],
+                "SELECT id, message_id, event, status, reason, created_at, resolved_at, resolved_by, "
+                "resolution_note FROM review_exceptions WHERE referral_id=? ORDER BY id", (referral_id,))],
+            "events": self.events(referral_id),
         }
 
     def unmatched(self, include_resolved: bool = False, limit: int = 100) -> list[dict]:
@@ -284,16 +301,19 @@ class ReferralStore:
 
     def update(self, referral_id: int, fields: dict, at: str) -> None:
         """Set data fields; status only ever changes through `set_status`."""
-        fields = {k: v for k, v in fields.items() if k != "status"}
-        fields["updated_at"] = at
+        self._write_row(referral_id, {k: v for k, v in fields.items() if k != "status"}, at)
+
+    def _write_row(self, referral_id: int, fields: dict, at: str) -> None:
+        fields = {**fields, "updated_at": at}
         sets = ", ".join(f"{k}=?" for k in fields)
         values = [_json(v) if k in JSON_COLUMNS else v for k, v in fields.items()]
         self.conn.execute(f"UPDATE referrals SET {sets} WHERE id=?", [*values, referral_id])
 
     def set_status(self, referral_id: int, from_status: str | None, to_status: str, at: str, cause_kind: str,
-                   cause_id: str | int | None, detail: str | None = None) -> None:
-        """The one place that changes a referral's status, and it always writes the history row with it."""
-        self.conn.execute("UPDATE referrals SET status=?, updated_at=? WHERE id=?", (to_status, at, referral_id))
+                   cause_id: str | int | None, detail: str | None = None, fields: dict | None = None) -> None:
+        """The one place that changes a referral's status, and it always writes the history row with it.
+        `fields`: data the same event changed (as for `update`), written in the same row update."""
+        self._write_row(referral_id, {**(fields or {}), "status": to_status}, at)
         self.conn.execute(
             "INSERT INTO status_history (referral_id, from_status, to_status, at, cause_kind, cause_id, detail) "
             "VALUES (?,?,?,?,?,?,?)",
@@ -364,3 +384,55 @@ class ReferralStore:
         cur = self.conn.execute("UPDATE unmatched SET link_referral_id=? WHERE message_id=? AND resolved_at IS NULL",
                                 (referral_id, message_id))
         return cur.rowcount == 1
+
+    # ---- coordinator actions (inside the caller's transaction; engine.coordinator opens it) --------
+
+    def add_event(self, referral_id: int, kind: str, from_value: str | None, to_value: str | None, at: str,
+                  cause_kind: str, cause_id: str | None, detail: str | None = None) -> None:
+        """The one place that writes `referral_events` (owner, next action, exception resolved)."""
+        self.conn.execute(
+            "INSERT INTO referral_events (referral_id, kind, from_value, to_value, at, cause_kind, cause_id, detail) "
+            "VALUES (?,?,?,?,?,?,?,?)", (referral_id, kind, from_value, to_value, at, cause_kind, cause_id, detail))
+
+    def assign(self, referral_id: int, owner: str, by_user: str, at: str) -> bool:
+        """Set the owner, with an 'owner' event (from the previous owner). False: no such referral."""
+        row = self.conn.execute("SELECT owner FROM referrals WHERE id=?", (referral_id,)).fetchone()
+        if row is None:
+            return False
+        self.conn.execute("UPDATE referrals SET owner=?, updated_at=? WHERE id=?", (owner, at, referral_id))
+        self.add_event(referral_id, "owner", row[0], owner, at, "user", by_user)
+        return True
+
+    def set_next_action(self, referral_id: int, text: str, due: str | None, by_user: str, at: str) -> bool:
+        """Set the next action and its due date/time (ISO, already checked), with a 'next_action' event
+        whose from/to values are "text (due)". False: no such referral."""
+        row = self.conn.execute("SELECT next_action, next_action_due FROM referrals WHERE id=?",
+                                (referral_id,)).fetchone()
+        if row is None:
+            return False
+        self.conn.execute("UPDATE referrals SET next_action=?, next_action_due=?, updated_at=? WHERE id=?",
+                          (text, due, at, referral_id))
+        before = None if row[0] is None and row[1] is None else f"{row[0] or ''} (due {row[1] or '-'})"
+        self.add_event(referral_id, "next_action", before, f"{text} (due {due or '-'})", at, "user", by_user)
+        return True
+
+    def exception(self, exception_id: int) -> dict | None:
+        row = self.conn.execute("SELECT * FROM review_exceptions WHERE id=?", (exception_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def resolve_exception(self, exception_id: int, by_user: str, note: str | None, at: str) -> bool:
+        """Mark an open review exception resolved, with an 'exception_resolved' event on its referral.
+        False: no such exception, or already resolved. The referral's status is not touched."""
+        row = self.conn.execute("SELECT referral_id, reason FROM review_exceptions WHERE id=? AND resolved_at IS NULL",
+                                (exception_id,)).fetchone()
+        if row is None:
+            return False
+        self.conn.execute("UPDATE review_exceptions SET resolved_at=?, resolved_by=?, resolution_note=? WHERE id=?",
+                          (at, by_user, note, exception_id))
+        self.add_event(row[0], "exception_resolved", row[1], str(exception_id), at, "user", by_user, note)
+        return True
+
+    def events(self, referral_id: int) -> list[dict]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT kind, from_value, to_value, at, cause_kind, cause_id, detail FROM referral_events "
+            "WHERE referral_id=? ORDER BY id", (referral_id,))]

@@ -185,35 +185,45 @@ def apply_message(store, rules: ReferralsConfig, message_id: int, mapped: Mapped
     store.savepoint()
     try:
         if referral is None:
-            referral_id = store.create({"status": ReferralStatus.RECEIVED.value, "source_message_id": message_id,
-                                        "referred_at": mapped.event_time or at}, at)
-            referral, current, rule = store.get(referral_id), None, None
+            referral, current, rule = {"status": ReferralStatus.RECEIVED.value, "source_message_id": message_id,
+                                       "referred_at": mapped.event_time or at}, None, None
         else:
-            referral_id, current, rule = referral["id"], ReferralStatus(referral["status"]), found.rule
+            current, rule = ReferralStatus(referral["status"]), found.rule
         changes = merge(referral, contributed_fields(mapped), event)
         referral = {**referral, **changes}
-        store.add_identifiers(referral_id, [(i.id, i.authority, i.type) for i in mapped.patient.identifiers if i.id])
-        store.add_diagnoses(referral_id, diagnosis_rows(mapped))
+        if current is None:         # a new referral is inserted with the message's data: nothing to re-read
+            referral_id, changes = store.create(referral, at), {}
+        else:
+            referral_id = referral["id"]
+        identifiers = [(i.id, i.authority, i.type) for i in mapped.patient.identifiers if i.id]
+        diagnoses = diagnosis_rows(mapped)
+        store.add_identifiers(referral_id, identifiers)
+        store.add_diagnoses(referral_id, diagnoses)
         appointment = _appointment(mapped, event)
         if appointment:
             store.upsert_appointment(referral_id, appointment, message_id, mapped.event_time, at)
         document = _document(mapped)
         if document:
             store.add_document(referral_id, message_id, *document, at)
-        diagnoses, identifiers, documents = store.completeness_counts(referral_id)
-        missing, auth_pending = missing_items(referral, rules, diagnoses=diagnoses, identifiers=identifiers,
-                                              documents=bool(documents))
+        if current is None:         # a new referral holds exactly what this message brought
+            n_diagnoses, n_identifiers, n_documents = len(diagnoses), len(identifiers), int(document is not None)
+        else:
+            n_diagnoses, n_identifiers, n_documents = store.completeness_counts(referral_id)
+        missing, auth_pending = missing_items(referral, rules, diagnoses=n_diagnoses, identifiers=n_identifiers,
+                                              documents=bool(n_documents))
         changes.update(route(referral, rules), missing=missing)
-        facts = Facts(tuple(missing), auth_pending, store.active_appointments(referral_id),
-                      store.order_canceled(referral_id))
+        facts = Facts(tuple(missing), auth_pending,
+                      store.active_appointments(referral_id) if current is not None or appointment else 0,
+                      current is not None and store.order_canceled(referral_id))
         decision = decide(current, event, facts)
         if not decision.exception:
             if decision.note_received:
                 changes["note_received"] = 1
-            store.update(referral_id, changes, at)
-            if decision.to is not None:
+            if decision.to is not None:     # the data and the status change in one row update
                 store.set_status(referral_id, None if current is None else current.value, decision.to.value, at,
-                                 "message", message_id, decision.detail)
+                                 "message", message_id, decision.detail, fields=changes)
+            else:
+                store.update(referral_id, changes, at)
             store.link_message(message_id, referral_id, event, "applied", rule, at)
     except BaseException:
         store.rollback_savepoint()

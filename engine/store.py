@@ -92,7 +92,12 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     migrate_referrals(db)
 
 
-MIGRATIONS = [(1, _migrate_1), (2, _migrate_2)]
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    from engine.referral_store import migrate_coordinator
+    migrate_coordinator(db)
+
+
+MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

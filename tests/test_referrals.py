@@ -255,7 +255,7 @@ def test_schema_indexes_for_worklists_and_lookups(tmp_path):
     indexes = {r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
     assert 'ON "referrals" ("status", "specialty", "created_at")' in " ".join(" ".join(indexes).split())
     assert 'ON "referral_identifiers" ("identifier", "authority")' in " ".join(" ".join(indexes).split())
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 # ---- property: random message sequences keep history and status consistent ----------
@@ -316,7 +316,7 @@ def test_cli_referrals_timeline_unmatched_link_and_replay(tmp_path):
     assert "RF250304-0481" in cli("referrals")
     timeline = json.loads(cli("referral", "1", "--json"))
     assert set(timeline) == {"referral", "identifiers", "diagnoses", "appointments", "documents", "history",
-                             "messages", "exceptions"}
+                             "messages", "exceptions", "events"}
     assert timeline["history"][0]["to_status"] == "ready"
     assert "(new)" in cli("referral", "1")
     [waiting] = json.loads(cli("unmatched", "--json"))["unmatched"]

@@ -60,23 +60,36 @@ class HL7Path(NamedTuple):
     sub: int | None
 
 
-class Segment:
-    """One segment; `fields[n]` is SEG-n (for MSH, `fields[1]` is MSH-1, the field separator)."""
-    __slots__ = ("name", "text", "message", "_fields", "_reps")
+class Separators:
+    """A message's field, component, repetition, escape and subcomponent characters."""
+    __slots__ = ("field_sep", "comp_sep", "rep_sep", "esc", "sub_sep")
 
-    def __init__(self, name: str, text: str, message: "Message"):
+    def __init__(self, field_sep: str, encoding: str):
+        self.field_sep = field_sep
+        enc = encoding + "^~\\&"[len(encoding):]      # a short MSH-2 (old senders) keeps the defaults
+        self.comp_sep, self.rep_sep, self.esc, self.sub_sep = enc[0], enc[1], enc[2], enc[3]
+
+
+class Segment:
+    """One segment; `fields[n]` is SEG-n (for MSH, `fields[1]` is MSH-1, the field separator).
+
+    It holds its message's `Separators`, not the message: without that reference cycle a parsed
+    message is freed as soon as it is dropped, instead of waiting for (and costing) the cycle collector."""
+    __slots__ = ("name", "text", "separators", "_fields", "_reps")
+
+    def __init__(self, name: str, text: str, separators: Separators):
         self.name = name
         self.text = text
-        self.message = message
+        self.separators = separators
         self._fields: list[str] | None = None
         self._reps: dict[int, list[str]] | None = None
 
     @property
     def fields(self) -> list[str]:
         if self._fields is None:
-            parts = self.text.split(self.message.field_sep)
+            parts = self.text.split(self.separators.field_sep)
             if self.name in _HEADERS:
-                parts.insert(1, self.message.field_sep)
+                parts.insert(1, self.separators.field_sep)
             self._fields = parts
         return self._fields
 
@@ -88,14 +101,14 @@ class Segment:
 
 
 class Message:
-    """A parsed message: segments in order, an index by name, and its separators."""
-    __slots__ = ("text", "field_sep", "comp_sep", "rep_sep", "esc", "sub_sep", "segments", "_index")
+    """A parsed message: segments in order, an index by name, and its separators (also as attributes)."""
+    __slots__ = ("text", "separators", "field_sep", "comp_sep", "rep_sep", "esc", "sub_sep", "segments", "_index")
 
     def __init__(self, text: str, field_sep: str, encoding: str):
         self.text = text
-        self.field_sep = field_sep
-        enc = encoding + "^~\\&"[len(encoding):]      # a short MSH-2 (old senders) keeps the defaults
-        self.comp_sep, self.rep_sep, self.esc, self.sub_sep = enc[0], enc[1], enc[2], enc[3]
+        seps = self.separators = Separators(field_sep, encoding)
+        self.field_sep, self.comp_sep, self.rep_sep, self.esc, self.sub_sep = \
+            seps.field_sep, seps.comp_sep, seps.rep_sep, seps.esc, seps.sub_sep
         self.segments: list[Segment] = []
         self._index: dict[str, list[Segment]] = {}
 
@@ -124,13 +137,14 @@ def parse(text: str) -> Message:
     if field_sep.isalnum() or not 1 <= len(encoding) <= 5 or field_sep in encoding:
         raise ParseError(f"not an HL7 v2 message: bad separators {text[3:9]!r} after {text[:3]}")
     message = Message(text, field_sep, encoding)
+    separators = message.separators
     index = message._index
     append = message.segments.append
     for line in text.split("\r"):
         if not line.strip():
             continue
         name = line[:3]
-        segment = Segment(name, line, message)
+        segment = Segment(name, line, separators)
         append(segment)
         found = index.get(name)
         if found is None:
@@ -172,7 +186,7 @@ def _pick(items: list, spec: int | str | None) -> list:
     return items[spec - 1:spec] if spec >= 1 else []
 
 
-def unescape(value: str, message: Message) -> str:
+def unescape(value: str, message: Message | Separators) -> str:
     """Resolve HL7 escape sequences (see the module docstring for which and how)."""
     esc = message.esc
     if esc not in value:
@@ -195,7 +209,7 @@ def unescape(value: str, message: Message) -> str:
     return "".join(out)
 
 
-def _escape_value(seq: str, message: Message) -> str:
+def _escape_value(seq: str, message: Message | Separators) -> str:
     if seq == "F":
         return message.field_sep
     if seq == "S":
@@ -221,7 +235,7 @@ def _escape_value(seq: str, message: Message) -> str:
     return ""                            # highlighting, indents, charset switches, Z-escapes
 
 
-def component(repetition: str, comp: int | None, sub: int | None, message: Message) -> str:
+def component(repetition: str, comp: int | None, sub: int | None, message: Message | Separators) -> str:
     """Component `comp` (subcomponent `sub`, default 1) of one repetition, still escaped; '' when absent."""
     if comp is None:
         return repetition
@@ -252,7 +266,7 @@ def repetitions(segment: Segment, field: int) -> list[str]:
         reps: list[str] = []
     else:
         raw = fields[field]
-        rep_sep = segment.message.rep_sep
+        rep_sep = segment.separators.rep_sep
         if rep_sep in raw and not (field <= 2 and segment.name in _HEADERS):
             reps = raw.split(rep_sep)
         else:
@@ -276,16 +290,16 @@ def first_in_segment(segment: Segment, path: HL7Path) -> str | None:
         if rep > len(reps) or rep < 1:
             return None
         value = reps[rep - 1]
-    message = segment.message
+    seps = segment.separators
     comp = path.comp
     if comp is not None and value:        # component(), inlined: this is the hot path of every mapping
-        parts = value.split(message.comp_sep)
+        parts = value.split(seps.comp_sep)
         if comp > len(parts):
             return None
         value = parts[comp - 1]
         sub = path.sub or 1
-        if message.sub_sep in value:
-            subs = value.split(message.sub_sep)
+        if seps.sub_sep in value:
+            subs = value.split(seps.sub_sep)
             value = subs[sub - 1] if sub <= len(subs) else ""
         elif sub != 1:
             return None
@@ -293,7 +307,7 @@ def first_in_segment(segment: Segment, path: HL7Path) -> str | None:
         return None
     if path.field <= 2 and segment.name in _HEADERS:
         return value
-    return unescape(value, message) if message.esc in value else value
+    return unescape(value, seps) if seps.esc in value else value
 
 
 def first(message: Message, path: HL7Path) -> str | None:
@@ -307,15 +321,15 @@ def first(message: Message, path: HL7Path) -> str | None:
 
 def segment_values(segment: Segment, path: HL7Path, out: list[str], keep_empty: bool = False) -> None:
     """Append the values `path` (field part only) selects in `segment` to `out`, unescaped."""
-    message = segment.message
+    seps = segment.separators
     if path.field is None:
         out.append(segment.text)
         return
     raw_header = segment.name in _HEADERS and path.field <= 2
     for rep in _pick(repetitions(segment, path.field), path.rep):
-        value = component(rep, path.comp, path.sub, message)
+        value = component(rep, path.comp, path.sub, seps)
         if value:
-            out.append(value if raw_header else unescape(value, message))
+            out.append(value if raw_header else unescape(value, seps))
         elif keep_empty:
             out.append("")
 
