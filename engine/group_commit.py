@@ -7,24 +7,36 @@ whatever is queued when it becomes free, up to `max_batch` items: an idle engine
 commits each message at once (latency = one commit), a busy one shares each
 fsync among everything that arrived during the previous commit (throughput
 grows with concurrency). Futures are resolved with one loop callback per batch.
+
+Two lanes. Frames waiting for their ACK are *urgent*. Processed messages
+(`submit(..., background=True)`: referral updates, ~0.3 ms each) are written
+one item per transaction, and only when no urgent item has arrived for
+`idle_gap` seconds — or when background work has waited `max_wait` seconds,
+so processing never starves: under full load it still gets one item per
+`max_wait`, delaying ACKs by one such transaction at most that often.
 """
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
-
-_STOP = object()
 
 
 class GroupCommitter:
     def __init__(self, write_batch: Callable[[list[Any]], list[Any]], max_batch: int = 512,
-                 name: str = "group-commit"):
+                 name: str = "group-commit", idle_gap: float = 0.002, max_wait: float = 0.05):
         self._write_batch = write_batch
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle_gap = idle_gap
+        self._max_wait = max_wait
+        self._urgent: deque = deque()
+        self._background: deque = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._last_urgent = 0.0
+        self._last_background = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.batches = 0          # counters for logs and metrics
@@ -35,33 +47,48 @@ class GroupCommitter:
         self._loop = loop
         self._thread.start()
 
-    def submit(self, item: Any) -> asyncio.Future:
+    def submit(self, item: Any, background: bool = False) -> asyncio.Future:
         future = self._loop.create_future()
-        self._queue.put((item, future))
+        with self._cond:
+            if background:
+                self._background.append((item, future))
+            else:
+                self._urgent.append((item, future))
+                self._last_urgent = time.monotonic()
+            self._cond.notify()
         return future
 
     async def close(self) -> None:
         """Commit everything already submitted, then stop the thread."""
-        self._queue.put(_STOP)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
+    def _next_batch(self) -> list | None:
+        """Under the lock: the next transaction's items, or None to stop. Waits while there is nothing to do."""
+        while True:
+            if self._urgent:
+                n = min(len(self._urgent), self._max_batch)
+                return [self._urgent.popleft() for _ in range(n)]
+            if self._background:
+                now = time.monotonic()
+                wait = min(self._last_urgent + self._idle_gap, self._last_background + self._max_wait) - now
+                if wait <= 0 or self._stopping:
+                    self._last_background = now
+                    return [self._background.popleft()]
+                self._cond.wait(wait)
+                continue
+            if self._stopping:
+                return None
+            self._cond.wait()
+
     def _run(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        stopping = False
-        while not stopping:
-            first = get()
-            if first is _STOP:
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+            if batch is None:
                 return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                batch.append(nxt)
             started = time.perf_counter()
             try:
                 results = self._write_batch([item for item, _ in batch])
