@@ -323,8 +323,8 @@ class Journal:
         """Put processed messages back to 'received' so the processor runs them through the current
         mappings again (replay). Only messages that were accepted (ACK AA/CA) and are not duplicates;
         referral updates already applied are not repeated (engine.referrals is idempotent per message)."""
-        where = ["status IN ('transformed', 'filtered', 'error')", "ack_code IN ('AA', 'CA')",   # accepted, in original or enhanced mode
-                 "duplicate_of IS NULL"]
+        accepted = "ack_code IN ('AA', 'CA')"   # AA, or CA in enhanced mode
+        where = ["status IN ('transformed', 'filtered', 'error')", accepted, "duplicate_of IS NULL"]
         args: list = []
         if since:
             where.append("received_at>=?")
