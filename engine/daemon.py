@@ -45,7 +45,6 @@ class Engine:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours,
                                referral_rules=config.referrals)
-        self.checkpointer = self.journal.checkpoint_in_background()
         if any(c.transformer is not None for c in config.channels):
             # The writer validates diagnoses against ICD-10-CM, whose tables take ~2 s to load:
             # load them now, before any listener accepts, never inside a commit an ACK waits for
@@ -86,7 +85,6 @@ class Engine:
                 "messages_per_transaction": round(c.items / c.batches, 1) if c.batches else 0,
                 "ms_per_transaction": round(c.write_seconds / c.batches * 1000, 2) if c.batches else 0}})
         if self.journal is not None:
-            self.checkpointer.stop()
             self.journal.close()
         log.info("engine stopped")
 

@@ -68,20 +68,14 @@ def test_reader_needs_an_existing_store(tmp_path):
         Journal(tmp_path / "missing.db", readonly=True)
 
 
-def test_background_checkpointer_moves_wal_pages_while_commits_never_checkpoint(tmp_path):
-    import time
+def test_the_wal_stays_bounded_under_sustained_writes_with_a_reader_open(tmp_path):
     journal = Journal(tmp_path / "j.db")
-    checkpointer = journal.checkpoint_in_background()
-    checkpointer.interval = 0.1
-    try:
-        for n in range(60):
-            journal.write([frame(msg(f"C{n}-{k}", "x" * 3000)) for k in range(20)])
-        db = tmp_path / "j.db"
-        deadline = time.monotonic() + 10
-        while db.stat().st_size < 1200 * 3000 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert db.stat().st_size >= 1200 * 3000
-        assert journal.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-    finally:
-        checkpointer.stop()
-        journal.close()
+    reader = Journal(tmp_path / "j.db", readonly=True)
+    wal = tmp_path / "j.db-wal"
+    sizes = []
+    for n in range(400):
+        journal.write([frame(msg(f"C{n}-{k}", "x" * 3000)) for k in range(10)])
+        reader.search(limit=5)          # readers come and go, as the CLI and the processor do
+        sizes.append(wal.stat().st_size)
+    # 4,000 messages of ~3 KB: ~12 MB written; the WAL restarts instead of holding it all.
+    assert max(sizes) < 12 * 1024 * 1024
