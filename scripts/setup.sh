@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the engine and its tests need, and only what is missing:
-#   system packages (apt-get): tesseract-ocr, poppler-utils
+#   system packages (apt-get): tesseract-ocr, poppler-utils, chromium (browser tests),
+#   fonts-liberation and fonts-dejavu-core (the synthetic fax corpus)
 #   .venv/ in the repo root with the pinned Python packages of requirements.txt
 # Safe to run again: each step checks first. Output goes to stderr.
 set -euo pipefail
@@ -11,6 +12,9 @@ say() { echo "setup: $*" >&2; }
 missing=()
 command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
 command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] || missing+=(fonts-liberation)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
