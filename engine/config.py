@@ -82,22 +82,70 @@ class Filter(_Strict):
         return self
 
 
-# ---- destinations (validated now; delivery arrives with the outbound queue) ----
+# ---- destinations: where the outbound queue delivers ----------------------------
 
 class MLLPDestination(_Strict):
+    """An EHR's MLLP listener. ACK policy: AA/CA = delivered; AE/CE -> `on_error`; AR/CR -> `on_reject`."""
     type: Literal["mllp"]
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     host: str
     port: int = Field(ge=1, le=65535)
+    ack_timeout_seconds: float = Field(default=10.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    on_error: Literal["retry", "dead", "sent"] = "retry"
+    on_reject: Literal["dead", "retry"] = "dead"
+    sending_application: str = "REFERRAL_ENGINE"
+    sending_facility: str = "RIVERBEND"
+    receiving_application: str = ""
+    receiving_facility: str = ""
 
 
 class FileDestination(_Strict):
+    """HL7 files written atomically into a folder (an interface engine or archive picks them up)."""
     type: Literal["file"]
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     directory: Path
+    name_pattern: str = "{control_id}.hl7"
+    sending_application: str = "REFERRAL_ENGINE"
+    sending_facility: str = "RIVERBEND"
+    receiving_application: str = ""
+    receiving_facility: str = ""
 
 
-Destination = Annotated[Union[MLLPDestination, FileDestination], Field(discriminator="type")]
+class FaxDestination(_Strict):
+    """The fax server's outbox: a PDF per message and a sidecar naming the destination fax number."""
+    type: Literal["fax"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    directory: Path
+    sender_name: str = "Riverbend Referral Center"
+    sender_fax: str = ""
+
+
+class WebhookDestination(_Strict):
+    """An HTTP endpoint taking JSON (e.g. an SMS gateway for patient outreach)."""
+    type: Literal["webhook"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class SMTPDestination(_Strict):
+    """An SMTP relay for e-mail (patient outreach, requests to specialists)."""
+    type: Literal["smtp"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: str
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+Destination = Annotated[Union[MLLPDestination, FileDestination, FaxDestination, WebhookDestination,
+                              SMTPDestination], Field(discriminator="type")]
+HL7_DESTINATIONS = (MLLPDestination, FileDestination)
 
 
 class Transformer(_Strict):
@@ -196,6 +244,114 @@ class ReferralsConfig(_Strict):
     routing: list[RoutingRule] = Field(default_factory=list)
 
 
+# ---- outbound: rules, queue, schedules, outreach ------------------------------
+
+class OutboundRule(_Strict):
+    """On a referral event or status, render a template and queue it for a destination.
+
+    `on`: referral events (appointment.booked, note.received, referral.order, ...) or `status:NAME`
+    (any change into that status). `origin`: only referrals that came by hl7 or by fax.
+    `send`: a template of `outbound.templates` (e.g. siu_notification, mdm_t02), or `fax_letter`
+    (a PDF for the referring practice's fax, built from the referral and its consult note).
+    `closes_loop`: when this message is delivered, the referral is closed."""
+    name: str | None = None
+    on: list[str] = Field(min_length=1)
+    origin: Literal["hl7", "fax"] | None = None
+    send: str
+    to: str
+    closes_loop: bool = False
+
+    @field_validator("on")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        import typing
+        from engine.lifecycle import ReferralStatus
+        from engine.normalized import EventKind
+        events = set(typing.get_args(EventKind)) | {"fax.accepted", "fax.needs_review"}
+        statuses = {s.value for s in ReferralStatus}
+        for value in values:
+            if value.startswith("status:"):
+                if value[7:] not in statuses:
+                    raise ValueError(f"{value!r}: unknown status; valid: {', '.join(sorted(statuses))}")
+            elif value not in events:
+                raise ValueError(f"{value!r}: unknown event; valid: {', '.join(sorted(events))} or status:NAME")
+        return values
+
+
+class OutboundConfig(_Strict):
+    order: Literal["per_destination", "per_patient"] = Field(
+        default="per_destination", description="delivery order kept per destination, or per patient within it")
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+    backoff_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=900.0, gt=0)
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+    templates: Path = Path("./mappings/outbound")
+    rules: list[OutboundRule] = Field(default_factory=list)
+
+
+class AgingSchedule(_Strict):
+    """Referrals not yet scheduled past their SLA are escalated; past `expire_days` they are leaked."""
+    every_minutes: float = Field(default=15.0, gt=0)
+    sla_days: dict[Urgency, float] = Field(default_factory=lambda: {"stat": 1, "urgent": 3, "routine": 14})
+    expire_days: float | None = Field(default=90.0, gt=0)
+    escalate_to: str | None = Field(default=None, description="owner set on escalation when the referral has none")
+
+
+class NoteChaseSchedule(_Strict):
+    """Visit completed and no consult note after `after_days`: ask the specialist (once per `repeat_days`)."""
+    every_minutes: float = Field(default=60.0, gt=0)
+    after_days: float = Field(default=7.0, gt=0)
+    repeat_days: float = Field(default=7.0, gt=0)
+    to: str | None = Field(default=None, description="an smtp/webhook destination for the request")
+    recipient: str | None = Field(default=None, description="the specialist office's address (smtp destinations)")
+
+
+class ReminderSchedule(_Strict):
+    every_minutes: float = Field(default=15.0, gt=0)
+    hours_before: float = Field(default=48.0, gt=0)
+
+
+class NoShowSchedule(_Strict):
+    every_minutes: float = Field(default=60.0, gt=0)
+
+
+class SchedulesConfig(_Strict):
+    enabled: bool = True
+    aging: AgingSchedule | None = AgingSchedule()
+    note_chase: NoteChaseSchedule | None = NoteChaseSchedule()
+    reminders: ReminderSchedule | None = ReminderSchedule()
+    no_show_follow_up: NoShowSchedule | None = NoShowSchedule()
+    retry_pump_seconds: float = Field(default=5.0, gt=0, description="how often due retries are looked for")
+
+
+class QuietHours(_Strict):
+    start: str = Field(default="20:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "America/New_York"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name like America/New_York)") from None
+        return value
+
+
+class OutreachConfig(_Strict):
+    """Messages to patients: SMS through a webhook destination, e-mail through an smtp destination, in the
+    patient's preferred channel and language (templates per language), never inside quiet hours."""
+    sms: str | None = None
+    email: str | None = None
+    default_preference: Literal["sms", "email", "none"] = "sms"
+    default_language: str = "en"
+    quiet_hours: QuietHours | None = QuietHours()
+    callback_phone: str = Field(default="", description="the number patients call back ({department_phone})")
+    templates: Path = Path("./mappings/outreach")
+
+
 class EngineConfig(_Strict):
     data_dir: Path
     store: StoreConfig
@@ -204,6 +360,9 @@ class EngineConfig(_Strict):
     processing: ProcessingConfig = ProcessingConfig()
     referrals: ReferralsConfig = ReferralsConfig()
     channels: list[Channel] = Field(default_factory=list)
+    outbound: OutboundConfig = OutboundConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
+    outreach: OutreachConfig = OutreachConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("channels")
@@ -218,6 +377,38 @@ class EngineConfig(_Strict):
         if taken:
             raise ValueError(f"two enabled channels listen on the same address: {', '.join(taken)}")
         return channels
+
+    @model_validator(mode="after")
+    def _destinations_named(self) -> "EngineConfig":
+        """Rules, outreach and schedules name destinations: each must exist, once, of a fitting kind."""
+        names = [d.name for c in self.channels for d in c.destinations]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"destination names must be unique across channels; repeated: {', '.join(dupes)}")
+        kinds = {d.name: d.type for c in self.channels for d in c.destinations}
+        known = ", ".join(sorted(kinds)) or "none defined"
+        wanted = [(f"outbound.rules[{i}].to", r.to, None) for i, r in enumerate(self.outbound.rules)]
+        wanted += [("outreach.sms", self.outreach.sms, {"webhook"}), ("outreach.email", self.outreach.email, {"smtp"})]
+        if self.schedules.note_chase is not None:
+            wanted.append(("schedules.note_chase.to", self.schedules.note_chase.to, {"smtp", "webhook"}))
+        for key, name, types in wanted:
+            if name is None:
+                continue
+            if name not in kinds:
+                raise ValueError(f"{key}: no destination named {name!r} (destinations: {known})")
+            if types and kinds[name] not in types:
+                raise ValueError(f"{key}: {name!r} is a {kinds[name]} destination; expected {' or '.join(sorted(types))}")
+        for i, rule in enumerate(self.outbound.rules):
+            if rule.send == "fax_letter" and kinds[rule.to] != "fax":
+                raise ValueError(f"outbound.rules[{i}]: send fax_letter needs a fax destination ({rule.to!r} is "
+                                 f"{kinds[rule.to]})")
+            if rule.send != "fax_letter" and kinds[rule.to] not in ("mllp", "file"):
+                raise ValueError(f"outbound.rules[{i}]: HL7 template {rule.send!r} needs an mllp or file destination "
+                                 f"({rule.to!r} is {kinds[rule.to]}); use send: fax_letter for a fax destination")
+        return self
+
+    def destinations(self) -> dict:
+        return {d.name: d for c in self.channels for d in c.destinations}
 
     def channel(self, name: str) -> Channel:
         for channel in self.channels:
@@ -368,7 +559,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> E
     return _resolve_paths(config, base, path)
 
 
-_UNION_TAGS = {"mllp", "file"}
+_UNION_TAGS = {"mllp", "file", "fax", "webhook", "smtp"}
 
 
 def _strip_union_tags(loc: tuple) -> tuple:
@@ -403,7 +594,9 @@ def _resolve_paths(config: EngineConfig, base: Path, source: Path) -> EngineConf
         if channel.transformer is not None:
             channel.transformer.mappings = absolute(channel.transformer.mappings)
         for destination in channel.destinations:
-            if isinstance(destination, FileDestination):
+            if isinstance(destination, (FileDestination, FaxDestination)):
                 destination.directory = absolute(destination.directory)
+    config.outbound.templates = absolute(config.outbound.templates)
+    config.outreach.templates = absolute(config.outreach.templates)
     config.source_file = source.resolve()
     return config

@@ -21,6 +21,10 @@ from functools import partial
 from channels.mllp.listener import MLLPListener
 from engine import logs
 from engine.config import EngineConfig, MLLPSource
+from engine.delivery import DeliveryService
+from engine.rules import OutboundPlanner
+from engine.schedules import EngineScheduler
+from engine.templates import Templates
 from engine.group_commit import GroupCommitter
 from engine.processor import decide_batch, worker_decide_batch, worker_init
 from engine.store import Journal
@@ -39,12 +43,19 @@ class Engine:
         self.journal: Journal | None = None
         self.committer: GroupCommitter | None = None
         self._processor_task: asyncio.Task | None = None
+        self.planner: OutboundPlanner | None = None
+        self.delivery: DeliveryService | None = None
+        self.scheduler: EngineScheduler | None = None
 
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Outbound templates are compiled and checked against their HL7 structure (hl7apy) once, here.
+        self.planner = OutboundPlanner(config, Templates.load(config.outbound.templates)) \
+            if config.outbound.rules else None
         self.journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours,
-                               referral_rules=config.referrals)
+                               referral_rules=config.referrals,
+                               after_apply=self.planner.after_apply if self.planner else None)
         if any(c.transformer is not None for c in config.channels):
             # The writer validates diagnoses against ICD-10-CM, whose tables take ~2 s to load:
             # load them now, before any listener accepts, never inside a commit an ACK waits for
@@ -56,11 +67,12 @@ class Engine:
         gc.freeze()
         self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max)
         self.committer.start(asyncio.get_running_loop())
+        self.delivery = DeliveryService(config, partial(self.committer.submit, background=True), planner=self.planner)
+        await self.delivery.start()
+        self.scheduler = EngineScheduler(self)
+        self.scheduler.start()
         for channel in config.channels:
             if channel.enabled and isinstance(channel.source, MLLPSource):
-                if channel.destinations:
-                    log.warning("channel destinations are validated but not delivered yet (outbound queue "
-                                "not built)", extra={"fields": {"channel": channel.name}})
                 listener = MLLPListener(channel, self.committer, on_committed=self._wake.set)
                 await listener.start()
                 self.listeners.append(listener)
@@ -77,6 +89,10 @@ class Engine:
         self._wake.set()
         if self._processor_task is not None:
             await self._processor_task
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.delivery is not None:
+            await self.delivery.stop()
         if self.committer is not None:
             await self.committer.close()
             c = self.committer
@@ -115,6 +131,8 @@ class Engine:
                     if changes:
                         for start in range(0, len(changes), self.APPLY_CHUNK):
                             await self.committer.submit(changes[start:start + self.APPLY_CHUNK], background=True)
+                            if self.planner is not None:
+                                self.delivery.wake()     # the rules may have queued outbound messages
                     elif not self._stopping:
                         try:
                             await asyncio.wait_for(self._wake.wait(), timeout=1.0)

@@ -37,6 +37,9 @@ class Applied:
     outcome: str                     # created | applied | exception | unmatched | ignored | already_applied
     referral_id: int | None = None
     detail: str | None = None
+    event: str | None = None         # what the message meant (engine.normalized.EventKind)
+    from_status: str | None = None   # the referral's status before and after (None: new referral / unchanged)
+    to_status: str | None = None
 
 
 # ---- what a message contributes (pure) ---------------------------------------
@@ -234,4 +237,5 @@ def apply_message(store, rules: ReferralsConfig, message_id: int, mapped: Mapped
         store.link_message(message_id, referral_id, event, "exception", rule, at)
         return Applied("exception", referral_id, decision.exception)
     store.release_savepoint()
-    return Applied("created" if current is None else "applied", referral_id, decision.detail)
+    return Applied("created" if current is None else "applied", referral_id, decision.detail, event,
+                   None if current is None else current.value, decision.to.value if decision.to else None)

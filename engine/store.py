@@ -19,7 +19,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
@@ -48,6 +48,14 @@ class InboundMessage:
     patient_id: str | None = None
     error: str | None = None
     warnings: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterTask:
+    """Work from outside the message pipeline (delivery results, queue claims, schedules, coordinator
+    actions) run by the single journal writer inside its transaction: `run(conn)` returns the result."""
+    name: str
+    run: Callable[[sqlite3.Connection], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +106,12 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     migrate_coordinator(db)
 
 
-MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3)]
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    from engine.outbound import migrate_outbound
+    migrate_outbound(db)
+
+
+MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3), (4, _migrate_4)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -145,9 +158,12 @@ class Journal:
     """Reads and writes of the message journal over one SQLite connection."""
 
     def __init__(self, path: Path, synchronous: str = "FULL", duplicate_window_hours: float = 168.0,
-                 readonly: bool = False, referral_rules=None):
+                 readonly: bool = False, referral_rules=None, after_apply=None):
         self.path = Path(path)
         self.referral_rules = referral_rules    # engine.config.ReferralsConfig; None = the defaults
+        # Called as after_apply(conn, message_id, applied) inside the transaction that applied a message
+        # to its referral: the outbound rules queue what the change owes (engine.rules.OutboundPlanner).
+        self.after_apply = after_apply
         self.conn = connect(self.path, synchronous, readonly)
         if not readonly:
             migrate(self.conn, self.path)
@@ -165,21 +181,46 @@ class Journal:
     # ---- writes (the group-commit thread) -------------------------------
 
     def write(self, items: list) -> list:
-        """The group-commit writer's entry: frames (lists of InboundMessage) to append, and lists of
-        StatusChange to apply, all in one transaction. Returns one result per item, in order."""
-        frames = [item for item in items if not (item and isinstance(item[0], StatusChange))]
-        changes = [c for item in items if item and isinstance(item[0], StatusChange) for c in item]
-        stored = iter(self.append_frames(frames, commit=not changes) if frames else [])
-        if changes:
+        """The group-commit writer's entry: frames (lists of InboundMessage) to append, lists of
+        StatusChange to apply, and WriterTasks to run, all in one transaction. Returns one result per
+        item, in order (a task's result, or the exception it raised: its own work is rolled back to a
+        savepoint, the rest of the transaction commits)."""
+        def kind(item) -> str:
+            if isinstance(item, WriterTask):
+                return "task"
+            return "changes" if item and isinstance(item[0], StatusChange) else "frame"
+        kinds = [kind(item) for item in items]
+        frames = [item for item, k in zip(items, kinds) if k == "frame"]
+        changes = [c for item, k in zip(items, kinds) if k == "changes" for c in item]
+        tasks = [item for item, k in zip(items, kinds) if k == "task"]
+        stored = iter(self.append_frames(frames, commit=not (changes or tasks)) if frames else [])
+        changed, done = 0, []
+        if changes or tasks:
             if not frames:
                 self.conn.execute("BEGIN IMMEDIATE")
             try:
-                changed = self._apply(changes)
+                if changes:
+                    changed = self._apply(changes)
+                done = [self._run_task(task) for task in tasks]
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
-        return [changed if item and isinstance(item[0], StatusChange) else next(stored) for item in items]
+        results = iter(done)
+        return [changed if k == "changes" else next(results) if k == "task" else next(stored) for k in kinds]
+
+    def _run_task(self, task: "WriterTask"):
+        self.conn.execute("SAVEPOINT task")
+        try:
+            result = task.run(self.conn)
+        except Exception as exc:
+            self.conn.execute("ROLLBACK TO task")
+            self.conn.execute("RELEASE task")
+            log.error("writer task failed", extra={"fields": {"task": task.name, "error": type(exc).__name__}})
+            log.debug("writer task failed", exc_info=True)
+            return exc
+        self.conn.execute("RELEASE task")
+        return result
 
     def append_frames(self, frames: list[list[InboundMessage]], commit: bool = True) -> list[list[Stored]]:
         """Store every message of every frame in one transaction; returns ids in the same shape.
@@ -269,9 +310,15 @@ class Journal:
                 moved += 1
                 if c.status != "transformed":
                     continue
+                self.conn.execute("SAVEPOINT message")    # the referral change and what it owes, or neither
                 try:
-                    apply_message(store, rules, c.id, c.mapped, now)
+                    applied = apply_message(store, rules, c.id, c.mapped, now)
+                    if self.after_apply is not None and applied.referral_id is not None:
+                        self.after_apply(self.conn, c.id, applied)
+                    self.conn.execute("RELEASE message")
                 except Exception as exc:   # the log carries ids only; the reason (may hold data) goes to the row
+                    self.conn.execute("ROLLBACK TO message")
+                    self.conn.execute("RELEASE message")
                     log.error("referral update failed", extra={"fields": {"message_id": c.id,
                                                                            "error": type(exc).__name__}})
                     log.debug("referral update failed", exc_info=True)

@@ -181,3 +181,27 @@ def sample(name: str) -> bytes:
 
 def sample_files() -> list[Path]:
     return sorted(SAMPLES.glob("*.hl7"))
+
+
+# --- outbound test peers (tests/receivers.py): a real MLLP EHR, SMTP server and HTTP endpoint on loopback ---
+
+@pytest.fixture
+def mllp_receiver():
+    """An MLLP peer answering AA (script other replies with `.script(Reply(...))`)."""
+    from tests.receivers import MLLPReceiver
+    with MLLPReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def smtp_receiver():
+    from tests.receivers import SMTPReceiver
+    with SMTPReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def http_receiver():
+    from tests.receivers import HTTPReceiver
+    with HTTPReceiver() as receiver:
+        yield receiver

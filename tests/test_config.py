@@ -160,7 +160,7 @@ def test_an_unknown_key_lists_the_keys_valid_at_that_place(tmp_path):
     assert source.startswith(f"{path}:8: channels[0].source.max_conections: ")
     assert "valid keys here: host, idle_timeout_seconds, max_connections, max_message_bytes, port, type" in source
     assert top.startswith(f"{path}:9: chanels: ")
-    assert "valid keys here: channels, data_dir, logging, processing, referrals, store, web" in top
+    assert "valid keys here: channels, data_dir, logging, outbound, outreach, processing, referrals, schedules, store, web" in top
 
 
 def test_an_unknown_key_in_a_destination_lists_that_destination_types_keys(tmp_path):
@@ -168,7 +168,8 @@ def test_an_unknown_key_in_a_destination_lists_that_destination_types_keys(tmp_p
                                      "        directory: ./out\n        port: 3\n")
     problem = only_problem(path)
     assert problem.startswith(f"{path}:12: channels[0].destinations[0].port: ")
-    assert problem.endswith("valid keys here: directory, name, type")
+    assert problem.endswith("valid keys here: directory, name, name_pattern, receiving_application, "
+                            "receiving_facility, sending_application, sending_facility, type")
 
 
 def test_an_unknown_source_type_lists_the_known_ones(tmp_path):

@@ -1,0 +1,199 @@
+"""Delivery: one asyncio worker per destination drains the outbound queue through its connector.
+
+A worker claims due rows (engine.outbound.claim_due, in the journal writer's
+transaction), hands them to the destination's connector one by one in id order,
+and writes the outcomes back in one writer transaction per batch:
+
+- `sent`: the row is done; a row that `closes_loop` closes its referral (the
+  lifecycle decides; the status history names the outbound row as the cause);
+- `retry`: attempts + 1, due again after exponential backoff, dead after
+  `outbound.max_attempts`; later rows of the same order key wait behind it;
+- `dead`: refused for good; the referral gets a review exception so a
+  coordinator sees that the message did not arrive.
+
+At-least-once: a crash between a send and its recorded outcome resends the row
+with the same MSH-10. Rows this node left in `sending` are released at start.
+A worker sleeps until its destination's next due row, or until `wake()` (new
+rows queued, the retry pump, a resend).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from datetime import datetime, timezone
+from typing import Callable
+
+from channels.outbound import Connector, Delivery, DeliveryResult
+from engine import outbound
+from engine.config import (EngineConfig, FaxDestination, FileDestination, MLLPDestination, SMTPDestination,
+                           WebhookDestination)
+from engine.lifecycle import ReferralStatus, close
+from engine.referral_store import ReferralStore
+from engine.store import WriterTask
+
+log = logging.getLogger("engine.delivery")
+
+
+def connector_for(destination) -> Connector:
+    """The channels/ connector for one configured destination."""
+    if isinstance(destination, MLLPDestination):
+        from channels.mllp.sender import MLLPSender
+        return MLLPSender(destination.host, destination.port, ack_timeout=destination.ack_timeout_seconds,
+                          connect_timeout=destination.connect_timeout_seconds, on_error=destination.on_error,
+                          on_reject=destination.on_reject)
+    if isinstance(destination, FileDestination):
+        from channels.file_writer import FileWriter
+        return FileWriter(destination.directory, destination.name_pattern)
+    if isinstance(destination, FaxDestination):
+        from channels.fax_outbox import FaxOutbox
+        return FaxOutbox(destination.directory, sender_name=destination.sender_name,
+                         sender_fax=destination.sender_fax)
+    if isinstance(destination, WebhookDestination):
+        from channels.webhook import Webhook
+        return Webhook(destination.url, timeout=destination.timeout_seconds, headers=destination.headers)
+    if isinstance(destination, SMTPDestination):
+        from channels.smtp import SMTPSender
+        return SMTPSender(destination.host, destination.port, sender=destination.sender,
+                          starttls=destination.starttls, username=destination.username,
+                          password=destination.password, timeout=destination.timeout_seconds)
+    raise TypeError(f"no connector for {type(destination).__name__}")
+
+
+def close_loop(conn: sqlite3.Connection, referral_id: int, outbound_id: int, at: str) -> str | None:
+    """The consult note reached the referring provider: close the referral if the lifecycle allows.
+    Returns the new status, or None (recorded as an event: e.g. the visit is not completed yet)."""
+    row = conn.execute("SELECT status, note_received FROM referrals WHERE id=?", (referral_id,)).fetchone()
+    if row is None:
+        return None
+    store = ReferralStore(conn)
+    decision = close(ReferralStatus(row[0]), bool(row[1]))
+    if decision.to is None:
+        store.add_event(referral_id, "note_delivered", None, None, at, "outbound", str(outbound_id),
+                        f"not closed: {decision.exception}")
+        return None
+    store.set_status(referral_id, row[0], decision.to.value, at, "outbound", outbound_id, decision.detail)
+    return decision.to.value
+
+
+class DeliveryService:
+    """The outbound side of the engine: a worker per destination, writes through the journal writer."""
+
+    def __init__(self, config: EngineConfig, submit: Callable[[WriterTask], asyncio.Future],
+                 connectors: dict[str, Connector] | None = None, worker_id: str = "local",
+                 planner=None):
+        self.config = config
+        self._submit = submit               # GroupCommitter.submit(task, background=True)
+        self.destinations = config.destinations()
+        self.connectors = connectors if connectors is not None else \
+            {name: connector_for(d) for name, d in self.destinations.items()}
+        self.worker_id = worker_id
+        self.planner = planner              # engine.rules.OutboundPlanner: rules on status:closed
+        self._wake = {name: asyncio.Event() for name in self.destinations}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self.delivered = 0                  # counters for logs and metrics
+        self.failed = 0
+
+    async def _write(self, name: str, fn: Callable[[sqlite3.Connection], object]):
+        result = await self._submit(WriterTask(name, fn))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def start(self) -> None:
+        released = await self._write("release claims", lambda c: outbound.release_expired(c, worker=self.worker_id))
+        if released:
+            log.info("outbound rows resumed after restart", extra={"fields": {"rows": released}})
+        for name in self.destinations:
+            self._tasks.append(asyncio.create_task(self._run(name), name=f"deliver:{name}"))
+
+    def wake(self, destination: str | None = None) -> None:
+        for name, event in self._wake.items():
+            if destination is None or name == destination:
+                event.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+        for task in self._tasks:
+            try:
+                await task
+            except Exception:
+                log.exception("delivery worker failed while stopping")
+        for connector in self.connectors.values():
+            await connector.close()
+
+    async def _run(self, name: str) -> None:
+        wake = self._wake[name]
+        batch = self.config.outbound.batch_size
+        while not self._stopping:
+            wake.clear()
+            try:
+                rows, next_due = await self._write(
+                    f"claim {name}", lambda c: (outbound.claim_due(c, name, limit=batch, worker=self.worker_id),
+                                                outbound.next_due(c, name)))
+                if rows:
+                    await self._deliver(name, rows)
+                    continue
+            except Exception:
+                log.exception("delivery worker error", extra={"fields": {"destination": name}})
+                next_due = None
+            await self._sleep(wake, next_due)
+
+    async def _sleep(self, wake: asyncio.Event, next_due: str | None) -> None:
+        timeout = self.config.schedules.retry_pump_seconds
+        if next_due:
+            seconds = (datetime.fromisoformat(next_due) - datetime.now(timezone.utc)).total_seconds()
+            timeout = min(timeout, max(0.01, seconds))
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _deliver(self, name: str, rows: list[sqlite3.Row]) -> None:
+        connector = self.connectors[name]
+        outcomes: list[tuple[sqlite3.Row, DeliveryResult]] = []
+        held: list[int] = []                # not attempted: an earlier row of their key failed, or stopping
+        failed_keys: set[str] = set()
+        for row in rows:
+            if self._stopping or row["order_key"] in failed_keys:
+                held.append(row["id"])
+                continue
+            result = await connector.deliver(Delivery(row["id"], name, row["message_type"], row["control_id"],
+                                                      row["payload"], row["attempts"] + 1))
+            outcomes.append((row, result))
+            if result.outcome == "retry":
+                failed_keys.add(row["order_key"])
+        await self._write(f"outcomes {name}", lambda c: self._record(c, outcomes, held))
+
+    def _record(self, conn: sqlite3.Connection, outcomes: list, held: list[int]) -> None:
+        cfg = self.config.outbound
+        at = outbound.now_iso()
+        store = ReferralStore(conn)
+        for row, result in outcomes:
+            if result.outcome == "sent":
+                if outbound.record_sent(conn, row["id"], result.ack, at):
+                    self.delivered += 1
+                    if row["closes_loop"] and row["referral_id"] is not None:
+                        before = conn.execute("SELECT status FROM referrals WHERE id=?",
+                                              (row["referral_id"],)).fetchone()
+                        new = close_loop(conn, row["referral_id"], row["id"], at)
+                        if new and self.planner is not None:
+                            self.planner.plan(conn, row["referral_id"], None, before[0], new,
+                                              cause=f"out{row['id']}")
+                continue
+            self.failed += 1
+            status = outbound.record_failure(conn, row["id"], result.detail, result.ack,
+                                             dead=result.outcome == "dead", max_attempts=cfg.max_attempts,
+                                             backoff=cfg.backoff_seconds, max_backoff=cfg.max_backoff_seconds, at=at)
+            log.warning("outbound delivery failed", extra={"fields": {
+                "outbound_id": row["id"], "destination": row["destination"], "status": status,
+                "attempt": row["attempts"] + 1}})
+            if status == "dead" and row["referral_id"] is not None:
+                referral = conn.execute("SELECT status FROM referrals WHERE id=?", (row["referral_id"],)).fetchone()
+                store.add_exception(row["referral_id"], row["source_message_id"], f"outbound.{row['message_type']}",
+                                    referral[0] if referral else "unknown",
+                                    f"outbound #{row['id']} to {row['destination']} is dead after "
+                                    f"{row['attempts'] + 1} attempt(s): {result.detail}", at)
+        outbound.release(conn, held, at)

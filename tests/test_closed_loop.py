@@ -1,0 +1,195 @@
+"""Workflow 1 of DESIGN.md end to end, with real sockets: the referring EHR learns what happened.
+
+ORM in -> SIU S12 in -> SIU notification out (ACKed by a real MLLP receiver) ->
+ORU consult note in -> MDM out -> ACK -> referral closed. Plus: a destination down
+for a while (order kept, nothing lost), a restart mid-queue, dead letters, resend.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from channels.mllp.client import MLLPClient, msa
+from engine.config import load_config
+from engine.hl7v2.parse import get, parse
+from tests.conftest import EngineThread, sample, write_config
+from tests.receivers import MLLPReceiver, Reply
+
+STORY = ["ORM_O01_v2.5.1_bench25.hl7", "SIU_S12_v2.5.1.hl7", "SIU_S13_v2.5.1.hl7", "SIU_S14_v2.5.1.hl7",
+         "ORU_R01_v2.5.1_consultnote.hl7"]
+
+
+def loop_config(tmp_path: Path, ehr_port: int, *, extra_rules: str = "", max_attempts: int = 12,
+                backoff: float = 0.05, order: str = "per_destination") -> Path:
+    return write_config(tmp_path, channel_extra=f"""    transformer: {{mappings: {Path.cwd() / 'mappings'}}}
+    destinations:
+      - {{name: referring_ehr, type: mllp, host: 127.0.0.1, port: {ehr_port}, ack_timeout_seconds: 2,
+          receiving_application: REFERRING_EHR, receiving_facility: MAPLE}}
+      - {{name: fax_outbox, type: fax, directory: ./var/fax/outbox}}
+outbound:
+  order: {order}
+  max_attempts: {max_attempts}
+  backoff_seconds: {backoff}
+  max_backoff_seconds: 0.2
+  templates: {Path.cwd() / 'mappings' / 'outbound'}
+  rules:
+    - name: appointment_to_referrer
+      on: [appointment.booked, appointment.rescheduled, appointment.modified, appointment.completed,
+           appointment.canceled, appointment.no_show]
+      origin: hl7
+      send: siu_notification
+      to: referring_ehr
+    - name: consult_note_to_referrer
+      on: [note.received]
+      origin: hl7
+      send: mdm_t02
+      to: referring_ehr
+      closes_loop: true
+{extra_rules}
+schedules:
+  retry_pump_seconds: 0.2
+outreach:
+  templates: {Path.cwd() / 'mappings' / 'outreach'}
+""")
+
+
+def send_all(port: int, names: list[str]) -> None:
+    with MLLPClient("127.0.0.1", port) as client:
+        for name in names:
+            assert msa(client.send(sample(name).replace(b"\n", b"\r")))[0] in ("AA", "CA"), name
+
+
+def referral(db: Path, referral_id: int = 1) -> dict:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM referrals WHERE id=?", (referral_id,)).fetchone()
+        if row is None:             # not processed yet
+            return {"status": None, "history": [], "outbound": []}
+        r = dict(row)
+        r["history"] = [tuple(h) for h in conn.execute(
+            "SELECT from_status, to_status, cause_kind FROM status_history WHERE referral_id=? ORDER BY id",
+            (referral_id,))]
+        r["outbound"] = [dict(o) for o in conn.execute("SELECT * FROM outbound WHERE referral_id=? ORDER BY id",
+                                                         (referral_id,))]
+        return r
+    finally:
+        conn.close()
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def types_and_ids(messages: list[bytes]) -> list[tuple[str, str]]:
+    out = []
+    for raw in messages:
+        m = parse(raw.decode("utf-8"))
+        out.append((f"{get(m, 'MSH-9.1')}^{get(m, 'MSH-9.2')}", get(m, "MSH-10")))
+    return out
+
+
+def test_workflow_1_closes_the_loop_over_real_mllp(tmp_path):
+    with MLLPReceiver() as ehr:
+        engine = EngineThread(load_config(loop_config(tmp_path, ehr.port))).start()
+        try:
+            send_all(engine.port, STORY)
+            received = ehr.wait_for(4, timeout=30)
+            db = engine.config.sqlite_path
+            wait_until(lambda: referral(db)["status"] == "closed", what="closed")
+            r = referral(db)
+        finally:
+            engine.stop()
+    kinds = [t for t, _ in types_and_ids(received)]
+    assert kinds == ["SIU^S12", "SIU^S13", "SIU^S14", "MDM^T02"] + kinds[4:] and len(kinds) == 4
+    # what the referring EHR got is about its patient and its order
+    siu = parse(received[0].decode())
+    assert get(siu, "SCH-26.1") == "RF250304-0481" and get(siu, "PID-3.1") == "10483726"
+    assert get(siu, "MSH-5") == "REFERRING_EHR" and get(siu, "MSH-6") == "MAPLE"
+    mdm = parse(received[3].decode())
+    assert get(mdm, "TXA-13.1") == "RF250304-0481"
+    assert len([s for s in received[3].split(b"\r") if s.startswith(b"OBX|")]) > 20
+    # the history: ... completed by the note, closed by the MDM's delivery
+    assert r["history"][-2:] == [("scheduled", "completed", "message"), ("completed", "closed", "outbound")]
+    assert [o["status"] for o in r["outbound"]] == ["sent"] * 4
+    assert all(o["ack"] and "MSA|AA|" + o["control_id"] in o["ack"] for o in r["outbound"])
+
+
+def test_a_destination_down_queues_in_order_and_delivers_when_back(tmp_path):
+    with MLLPReceiver() as ehr:
+        ehr.stop()                                  # the referring EHR is down
+        engine = EngineThread(load_config(loop_config(tmp_path, ehr.port))).start()
+        try:
+            send_all(engine.port, STORY)
+            db = engine.config.sqlite_path
+            wait_until(lambda: len(referral(db)["outbound"]) == 4, what="4 queued")
+            time.sleep(0.5)                         # several failed attempts
+            r = referral(db)
+            assert r["status"] == "completed"       # not closed: the note has not arrived
+            assert r["outbound"][0]["attempts"] >= 2 and r["outbound"][0]["last_error"]
+            assert all(o["attempts"] == 0 for o in r["outbound"][1:])   # held back behind the first
+            ehr.start()
+            received = ehr.wait_for(4, timeout=30)
+            wait_until(lambda: referral(db)["status"] == "closed", what="closed")
+        finally:
+            engine.stop()
+    sent = [o["control_id"] for o in referral(db)["outbound"]]
+    assert [cid for _, cid in types_and_ids(received)] == sent        # in order, each once
+    assert len(received) == 4
+
+
+def test_restart_mid_queue_delivers_each_message_with_its_control_id(tmp_path):
+    with MLLPReceiver() as ehr:
+        ehr.stop()
+        path = loop_config(tmp_path, ehr.port)
+        engine = EngineThread(load_config(path)).start()
+        send_all(engine.port, STORY[:3])
+        db = engine.config.sqlite_path
+        wait_until(lambda: len(referral(db)["outbound"]) == 2, what="2 queued")
+        engine.stop()
+        queued = [o["control_id"] for o in referral(db)["outbound"]]
+        ehr.start()
+        engine = EngineThread(load_config(path)).start()
+        try:
+            received = ehr.wait_for(2, timeout=30)
+            wait_until(lambda: all(o["status"] == "sent" for o in referral(db)["outbound"]), what="sent")
+        finally:
+            engine.stop()
+    assert [cid for _, cid in types_and_ids(received)] == queued
+
+
+def test_a_rejected_message_goes_dead_and_the_coordinator_sees_it_then_resend(tmp_path):
+    from engine import outbound
+    with MLLPReceiver() as ehr:
+        ehr.script(Reply("AR", text="unknown patient"))
+        engine = EngineThread(load_config(loop_config(tmp_path, ehr.port))).start()
+        try:
+            send_all(engine.port, STORY[:3])
+            ehr.wait_for(2, timeout=30)
+            db = engine.config.sqlite_path
+            wait_until(lambda: [o["status"] for o in referral(db)["outbound"]] == ["dead", "sent"], what="dead+sent")
+            r = referral(db)
+            assert "AR" in r["outbound"][0]["last_error"] and "unknown patient" in r["outbound"][0]["last_error"]
+            conn = sqlite3.connect(db)
+            reasons = [row[0] for row in conn.execute("SELECT reason FROM review_exceptions WHERE referral_id=1")]
+            assert any("dead" in reason and "referring_ehr" in reason for reason in reasons)
+            # resend: same payload, same MSH-10, delivered this time
+            dead_id = r["outbound"][0]["id"]
+            with conn:
+                assert outbound.resend(conn, dead_id)
+            conn.close()
+            engine.engine.delivery.wake()
+            received = ehr.wait_for(3, timeout=30)
+            assert types_and_ids(received)[2][1] == r["outbound"][0]["control_id"]
+            wait_until(lambda: referral(db)["outbound"][0]["status"] == "sent", what="resent")
+        finally:
+            engine.stop()
