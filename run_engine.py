@@ -348,6 +348,11 @@ def referral_timeline(referral_id: int = typer.Argument(..., metavar="ID"), conf
             for row in rows:
                 typer.echo("  ".join(str(row[f]) for f in fields if row.get(f) is not None))
     _echo_coordinator_sections(timeline)
+    if timeline["outbound"]:
+        typer.echo("\n--- outbound ---")
+        for o in timeline["outbound"]:
+            typer.echo(f"{o['id']:>8}  {o['message_type']:9} -> {o['destination']:16} {o['status']:8} "
+                       f"attempts {o['attempts']}  {o['control_id'] or ''}  {o['last_error'] or ''}".rstrip())
 
 
 @app.command()
@@ -481,6 +486,214 @@ def resolve_exception(exception_id: int = typer.Argument(..., metavar="EXCEPTION
         return
     typer.echo(f"review exception {row['id']} on referral {row['referral_id']} resolved by {row['resolved_by']}"
                + (f": {row['resolution_note']}" if row["resolution_note"] else ""))
+
+
+
+
+# ---- outbound queue, schedules, outreach -------------------------------------------------
+
+@app.command()
+def queue(config: Path = ConfigOption, dead: bool = typer.Option(False, "--dead", help="list the dead letters"),
+          destination: Optional[str] = typer.Option(None, "--destination", "-d"),
+          status: Optional[str] = typer.Option(None, "--status", help="queued|sending|sent|error|dead"),
+          limit: int = typer.Option(50, "--limit"), as_json: bool = JsonOption) -> None:
+    """Outbound queue depth per destination; with --dead or --status, the messages themselves."""
+    from engine import outbound
+    conn = _referral_store(_config(config)).conn
+    if dead or status:
+        rows = outbound.listing(conn, status="dead" if dead else status, destination=destination, limit=limit)
+        if as_json:
+            typer.echo(json.dumps({"messages": rows}, indent=1))
+            return
+        for r in rows:
+            typer.echo(f"{r['id']:>8}  {r['destination']:16} {r['message_type']:9} {r['status']:8} "
+                       f"attempts {r['attempts']:<3} referral {r['referral_id'] or '-':<6} {r['control_id'] or ''}  "
+                       f"{r['last_error'] or ''}".rstrip())
+        return
+    depths = outbound.queue_depths(conn)
+    if destination:
+        depths = [d for d in depths if d["destination"] == destination]
+    if as_json:
+        typer.echo(json.dumps({"destinations": depths}, indent=1))
+        return
+    typer.echo(f"{'destination':18} {'queued':>7} {'sending':>7} {'error':>7} {'dead':>7}  oldest owed")
+    for d in depths:
+        typer.echo(f"{d['destination']:18} {d['queued']:>7} {d['sending']:>7} {d['error']:>7} {d['dead']:>7}  "
+                   f"{(d['oldest_owed'] or '-')[:19]}  {d['last_error'] or ''}".rstrip())
+
+
+@app.command()
+def resend(outbound_ids: list[int] = typer.Argument(..., metavar="ID...", help="outbound message ids"),
+           config: Path = ConfigOption) -> None:
+    """Queue outbound messages again (dead, failed or already sent), with their original MSH-10."""
+    from engine import outbound
+    journal = _writable_journal(_config(config))
+    missing = []
+    try:
+        with journal.conn:
+            for outbound_id in outbound_ids:
+                if not outbound.resend(journal.conn, outbound_id):
+                    missing.append(outbound_id)
+    finally:
+        journal.close()
+    done = [i for i in outbound_ids if i not in missing]
+    if done:
+        typer.echo(f"queued again: {', '.join(map(str, done))} (the running engine sends them within "
+                   f"schedules.retry_pump_seconds)")
+    if missing:
+        typer.echo(f"no such outbound message (or it is being sent right now): {', '.join(map(str, missing))}",
+                   err=True)
+        raise typer.Exit(1)
+
+
+SWEEPS = ("aging", "note_chase", "reminders", "no_show_follow_up")
+
+
+@app.command()
+def sweep(name: str = typer.Argument(..., metavar="NAME", help=f"one of: {', '.join(SWEEPS)}"),
+          config: Path = ConfigOption,
+          at: Optional[str] = typer.Option(None, "--at", help="pretend it is this time (ISO 8601), e.g. for a test")
+          ) -> None:
+    """Run one scheduled job now (the engine runs them on their schedules by itself)."""
+    from engine import schedules
+    from engine.outreach import Outreach
+    cfg = _config(config)
+    if name not in SWEEPS:
+        typer.echo(f"unknown sweep {name!r}; valid: {', '.join(SWEEPS)}", err=True)
+        raise typer.Exit(2)
+    now = datetime.fromisoformat(at) if at else datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    s = cfg.schedules
+    if getattr(s, name) is None:
+        typer.echo(f"{cfg.source_file}: schedules.{name} is off (null) in this config", err=True)
+        raise typer.Exit(2)
+    journal = _writable_journal(cfg)
+    try:
+        with journal.conn:
+            if name == "aging":
+                result = schedules.aging_sweep(journal.conn, s.aging, now)
+            elif name == "note_chase":
+                result = schedules.note_chase_sweep(journal.conn, s.note_chase, now, cfg.outbound.order)
+            elif name == "reminders":
+                result = schedules.reminder_sweep(journal.conn, s.reminders, now, Outreach.for_engine(cfg))
+            else:
+                result = schedules.no_show_sweep(journal.conn, now, Outreach.for_engine(cfg))
+    finally:
+        journal.close()
+    typer.echo(json.dumps(result))
+
+
+@app.command("outreach-reply")
+def outreach_reply(referral_id: int = typer.Argument(..., metavar="REFERRAL_ID"),
+                   text: str = typer.Option(..., "--text", help="what the patient answered"),
+                   channel: str = typer.Option("sms", "--channel", help="sms|email|phone"),
+                   by: str = typer.Option(os.environ.get("USER", "coordinator"), "--by"),
+                   config: Path = ConfigOption) -> None:
+    """Record a patient's reply to outreach on the referral's timeline."""
+    from engine.outreach import record_reply
+    journal = _writable_journal(_config(config))
+    try:
+        if journal.conn.execute("SELECT 1 FROM referrals WHERE id=?", (referral_id,)).fetchone() is None:
+            typer.echo(f"no referral with id {referral_id}", err=True)
+            raise typer.Exit(1)
+        with journal.conn:
+            record_reply(journal.conn, referral_id, channel, text, by)
+    finally:
+        journal.close()
+    typer.echo(f"referral {referral_id}: reply recorded")
+
+
+# ---- dashboard users (engine.web.users) ----------------------------------------------------
+
+user_app = typer.Typer(no_args_is_help=True, help="Dashboard/API users: add, passwd, disable, role, token, list.")
+app.add_typer(user_app, name="user")
+
+
+def _users_conn(config: Path):
+    journal = _writable_journal(_config(config))     # opens and migrates the store (users: migration 6)
+    return journal
+
+
+def _read_password() -> str:
+    """From the terminal (asked twice), or the first line of stdin when piped."""
+    if sys.stdin.isatty():
+        import getpass
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            typer.echo("the passwords differ", err=True)
+            raise typer.Exit(2)
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _user_command(config: Path, action, *args):
+    from engine.web.users import UserError
+    journal = _users_conn(config)
+    try:
+        return action(journal.conn, *args)
+    except UserError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    finally:
+        journal.close()
+
+
+@user_app.command("add")
+def user_add(name: str = typer.Argument(..., metavar="NAME"),
+             role: str = typer.Option(..., "--role", help="admin, analyst, coordinator or viewer"),
+             config: Path = ConfigOption) -> None:
+    """Create a user; the password is read from stdin (at least 10 characters)."""
+    from engine.web import users
+    user = _user_command(config, users.add, name, role, _read_password())
+    typer.echo(f"user {user.name} added with role {user.role}")
+
+
+@user_app.command("passwd")
+def user_passwd(name: str = typer.Argument(..., metavar="NAME"), config: Path = ConfigOption) -> None:
+    """Set a new password (read from stdin); unlocks the account and ends its sessions."""
+    from engine.web import users
+    _user_command(config, users.set_password, name, _read_password())
+    typer.echo(f"password of {name} changed")
+
+
+@user_app.command("disable")
+def user_disable(name: str = typer.Argument(..., metavar="NAME"), config: Path = ConfigOption) -> None:
+    """Disable a user: no login, sessions end, API tokens revoked."""
+    from engine.web import users
+    _user_command(config, users.disable, name)
+    typer.echo(f"user {name} disabled")
+
+
+@user_app.command("role")
+def user_role(name: str = typer.Argument(..., metavar="NAME"), role: str = typer.Argument(..., metavar="ROLE"),
+              config: Path = ConfigOption) -> None:
+    """Change a user's role (their sessions end)."""
+    from engine.web import users
+    _user_command(config, users.set_role, name, role)
+    typer.echo(f"user {name} now has role {role}")
+
+
+@user_app.command("token")
+def user_token(name: str = typer.Argument(..., metavar="NAME"),
+               label: Optional[str] = typer.Option(None, "--label", help="what the token is for"),
+               config: Path = ConfigOption) -> None:
+    """Create an API token acting as the user (printed once on stdout; only its hash is stored)."""
+    from engine.web import users
+    typer.echo(_user_command(config, users.create_token, name, label))
+
+
+@user_app.command("list")
+def user_list(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Users with role, state and last login."""
+    from engine.web import users
+    rows = _user_command(config, users.listing)
+    if as_json:
+        typer.echo(json.dumps({"users": rows}, indent=1))
+        return
+    for u in rows:
+        state = "disabled" if u["disabled"] else (f"locked until {u['locked_until']}" if u["locked_until"] else "")
+        typer.echo(f"{u['name']:24} {u['role']:12} {(u['last_login_at'] or '-')[:19]:19}  {state}")
 
 
 if __name__ == "__main__":

@@ -262,6 +262,9 @@ class ReferralStore:
                 "SELECT id, message_id, event, status, reason, created_at, resolved_at, resolved_by, "
                 "resolution_note FROM review_exceptions WHERE referral_id=? ORDER BY id", (referral_id,))],
             "events": self.events(referral_id),
+            "outbound": [dict(r) for r in q(
+                "SELECT id, destination, rule, message_type, control_id, status, attempts, last_error, created_at, "
+                "sent_at FROM outbound WHERE referral_id=? ORDER BY id", (referral_id,))],
         }
 
     def unmatched(self, include_resolved: bool = False, limit: int = 100) -> list[dict]:

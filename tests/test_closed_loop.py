@@ -193,3 +193,52 @@ def test_a_rejected_message_goes_dead_and_the_coordinator_sees_it_then_resend(tm
             wait_until(lambda: referral(db)["outbound"][0]["status"] == "sent", what="resent")
         finally:
             engine.stop()
+
+
+FAX_RULES = """    - name: status_letter_by_fax
+      on: [appointment.booked]
+      origin: fax
+      send: fax_letter
+      to: fax_outbox
+    - name: consult_note_by_fax
+      on: [note.received]
+      origin: fax
+      send: fax_letter
+      to: fax_outbox
+      closes_loop: true
+"""
+
+
+def test_a_fax_only_referrer_gets_the_consult_note_as_a_pdf_in_the_fax_outbox(tmp_path):
+    import json
+    import subprocess
+    with MLLPReceiver() as ehr:
+        engine = EngineThread(load_config(loop_config(tmp_path, ehr.port, extra_rules=FAX_RULES))).start()
+        try:
+            send_all(engine.port, STORY[:1])
+            db = engine.config.sqlite_path
+            wait_until(lambda: referral(db)["status"] == "ready", what="referral")
+            # the referral came by fax: the referring practice is known only by its fax number
+            with sqlite3.connect(db) as conn:
+                conn.execute("UPDATE referrals SET origin='fax', referring_provider=json_set(referring_provider, "
+                             "'$.fax', '5555550199') WHERE id=1")
+            send_all(engine.port, STORY[1:2] + STORY[3:])
+            wait_until(lambda: referral(db)["status"] == "closed", what="closed by the fax")
+        finally:
+            engine.stop()
+    r = referral(db)
+    assert [(o["rule"], o["message_type"], o["status"]) for o in r["outbound"]] == [
+        ("status_letter_by_fax", "fax", "sent"), ("consult_note_by_fax", "fax", "sent")]
+    assert ehr.messages == []                       # nothing went to the referring EHR's MLLP
+    outbox = db.parent / "fax" / "outbox"
+    pdfs, sidecars = sorted(outbox.glob("*.pdf")), sorted(outbox.glob("*.json"))
+    assert len(pdfs) == 2 and len(sidecars) == 2
+    note_pdf = next(p for p in pdfs if "consult" in p.name)
+    text = subprocess.run(["pdftotext", str(note_pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Consult note: THEODORE FAIRWEATHER" in text and "(555) 555-0199" in text
+    oru = sample("ORU_R01_v2.5.1_consultnote.hl7").decode()
+    first_line = next(line.split("|")[5] for line in oru.splitlines() if line.startswith("OBX|") and
+                      line.split("|")[5].strip() and "\\" not in line.split("|")[5])
+    assert " ".join(first_line.split()) in " ".join(text.split())    # the note's own text, wrapped on the page
+    assert {json.loads(s.read_text())["fax_number"] for s in sidecars} == {"5555550199"}
+    assert r["history"][-1] == ("completed", "closed", "outbound")
