@@ -317,7 +317,7 @@ def test_cli_referrals_timeline_unmatched_link_and_replay(tmp_path):
     assert "RF250304-0481" in cli("referrals")
     timeline = json.loads(cli("referral", "1", "--json"))
     assert set(timeline) == {"referral", "identifiers", "diagnoses", "appointments", "documents", "history",
-                             "messages", "exceptions", "events"}
+                             "messages", "exceptions", "events", "outbound"}
     assert timeline["history"][0]["to_status"] == "ready"
     assert "(new)" in cli("referral", "1")
     [waiting] = json.loads(cli("unmatched", "--json"))["unmatched"]
