@@ -69,6 +69,21 @@ def check_config(config: Path = ConfigOption) -> None:
             Mappings.load(folder)
         except MappingError as exc:
             problems += exc.problems
+    if cfg.outbound.rules:
+        from engine.rules import OutboundPlanner
+        from engine.templates import TemplateError, Templates
+        try:
+            OutboundPlanner(cfg, Templates.load(cfg.outbound.templates))
+        except TemplateError as exc:
+            problems += exc.problems
+        except ValueError as exc:
+            problems.append(f"{config}: {exc}")
+    if cfg.outreach.sms or cfg.outreach.email:
+        from engine.outreach import OutreachError, load_texts
+        try:
+            load_texts(cfg.outreach.templates)
+        except OutreachError as exc:
+            problems.append(str(exc))
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(2)
@@ -255,6 +270,31 @@ def map_file(path: Path = typer.Argument(..., metavar="FILE", help="one HL7 mess
                 value = value.replace("\n", " / ")
             typer.echo(f"{prefix:36} {value}")
     show_value("", doc)
+
+
+@app.command()
+def extract(path: Path = typer.Argument(..., metavar="FILE", help="a fax: PDF, TIFF, PNG or JPEG"),
+            pages_dir: Optional[Path] = typer.Option(None, "--pages-dir", help="also save the cleaned page images here"),
+            max_pages: int = typer.Option(200, "--max-pages", help="refuse longer documents")) -> None:
+    """Read a fax and print its referral fields as one JSON object (the DESIGN.md contract).
+
+    A file that cannot be read prints {"error": REASON, "message": ...} on stdout, one line on
+    stderr, and exits 1 (REASON: encrypted, corrupt, empty, too_many_pages, not_a_document,
+    unreadable, timeout)."""
+    import logging
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from ocr import DocumentError, extract_document
+    try:
+        result = extract_document(path, pages_dir=pages_dir, max_pages=max_pages)
+    except DocumentError as exc:
+        typer.echo(f"{path}: {exc.reason}: {exc}", err=True)
+        typer.echo(json.dumps({"error": exc.reason, "message": str(exc)}))
+        raise typer.Exit(1)
+    except Exception as exc:         # never a traceback on stdout; the reason on one line
+        typer.echo(f"{path}: error: {type(exc).__name__}: {exc}", err=True)
+        typer.echo(json.dumps({"error": "internal", "message": f"{type(exc).__name__}: {exc}"}))
+        raise typer.Exit(1)
+    typer.echo(json.dumps(result, ensure_ascii=False))
 
 
 # ---- referrals: worklists, timeline, unmatched messages, replay ----------------------------

@@ -130,10 +130,10 @@ class OutboundPlanner:
         self.templates = templates
         self.destinations = config.destinations()
         self.rules = [(rule.name or f"rule{i + 1}", rule) for i, rule in enumerate(config.outbound.rules)]
-        missing = sorted({r.send for _, r in self.rules if r.send != "fax_letter" and r.send not in templates})
-        if missing:
-            raise ValueError(f"outbound.rules send templates that do not exist in {config.outbound.templates}: "
-                             f"{', '.join(missing)} (templates: {', '.join(sorted(templates.templates))})")
+        for i, (_, rule) in enumerate(self.rules):
+            if rule.send != "fax_letter" and rule.send not in templates:
+                raise ValueError(f"outbound.rules[{i}].send: no template {rule.send!r} in {config.outbound.templates}"
+                                 f"; valid: fax_letter, {', '.join(sorted(templates.templates))}")
 
     def matching(self, event: str | None, from_status: str | None, to_status: str | None,
                  origin: str | None) -> list[tuple[str, OutboundRule]]:
