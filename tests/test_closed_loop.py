@@ -6,6 +6,7 @@ for a while (order kept, nothing lost), a restart mid-queue, dead letters, resen
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -242,3 +243,37 @@ def test_a_fax_only_referrer_gets_the_consult_note_as_a_pdf_in_the_fax_outbox(tm
     assert " ".join(first_line.split()) in " ".join(text.split())    # the note's own text, wrapped on the page
     assert {json.loads(s.read_text())["fax_number"] for s in sidecars} == {"5555550199"}
     assert r["history"][-1] == ("completed", "closed", "outbound")
+
+
+def test_a_patient_reminder_reaches_a_real_smtp_server_and_the_timeline(tmp_path):
+    from tests.receivers import SMTPReceiver
+    with MLLPReceiver() as ehr, SMTPReceiver() as smtp:
+        path = loop_config(tmp_path, ehr.port)
+        text = path.read_text()
+        text = text.replace("      - {name: fax_outbox", f"""      - {{name: mail, type: smtp, host: 127.0.0.1, port: {smtp.port},
+          sender: referrals@riverbend.example}}
+      - {{name: fax_outbox""")
+        text = text.replace("outreach:\n", "outreach:\n  email: mail\n  quiet_hours: null\n")
+        path.write_text(text)
+        engine = EngineThread(load_config(path)).start()
+        try:
+            send_all(engine.port, ["ORM_O01_v2.5.1_bench25.hl7", "SIU_S12_v2.5.1.hl7", "ADT_A08_v2.5.1.hl7"])
+            db = engine.config.sqlite_path
+            wait_until(lambda: referral(db)["status"] == "scheduled", what="scheduled")
+            import subprocess
+            import sys
+            # the day before the appointment (2025-03-24 10:30): the reminder sweep, as the schedule runs it
+            out = subprocess.run([sys.executable, "run_engine.py", "sweep", "reminders", "--config", str(path),
+                                  "--at", "2025-03-23T12:00:00+00:00"], capture_output=True, text=True, check=True)
+            assert json.loads(out.stdout) == {"reminded": 1}
+            engine.engine.delivery.wake()
+            [mail] = smtp.wait_for(1, timeout=20)
+        finally:
+            engine.stop()
+    assert mail.rcpt_tos == ["tjfairweather@example.net"]
+    assert mail.message["Subject"] == "Appointment reminder"
+    assert "THEODORE" in mail.message.get_body().get_content().upper()
+    conn = sqlite3.connect(db)
+    kinds = [r[0] for r in conn.execute("SELECT kind FROM referral_events WHERE referral_id=1")]
+    assert "outreach" in kinds
+    assert conn.execute("SELECT status FROM outbound WHERE message_type='email'").fetchone()[0] == "sent"
