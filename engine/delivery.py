@@ -81,7 +81,7 @@ class DeliveryService:
 
     def __init__(self, config: EngineConfig, submit: Callable[[WriterTask], asyncio.Future],
                  connectors: dict[str, Connector] | None = None, worker_id: str = "local",
-                 planner=None):
+                 planner=None, on_response: dict[str, Callable] | None = None):
         self.config = config
         self._submit = submit               # GroupCommitter.submit(task, background=True)
         self.destinations = config.destinations()
@@ -89,6 +89,9 @@ class DeliveryService:
             {name: connector_for(d) for name, d in self.destinations.items()}
         self.worker_id = worker_id
         self.planner = planner              # engine.rules.OutboundPlanner: rules on status:closed
+        # message_type -> handler(conn, row, response_text) run in the same transaction that records a row
+        # `sent`: a synchronous answer (an X12 271 to a 270) is applied where its delivery is recorded.
+        self.on_response = dict(on_response or {})
         self._wake = {name: asyncio.Event() for name in self.destinations}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -175,6 +178,9 @@ class DeliveryService:
             if result.outcome == "sent":
                 if outbound.record_sent(conn, row["id"], result.ack, at):
                     self.delivered += 1
+                    handler = self.on_response.get(row["message_type"])
+                    if handler is not None:
+                        handler(conn, row, result.ack)
                     if row["closes_loop"] and row["referral_id"] is not None:
                         before = conn.execute("SELECT status FROM referrals WHERE id=?",
                                               (row["referral_id"],)).fetchone()
