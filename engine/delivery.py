@@ -170,6 +170,26 @@ class DeliveryService:
                 failed_keys.add(row["order_key"])
         await self._write(f"outcomes {name}", lambda c: self._record(c, outcomes, held))
 
+    def _handle_response(self, conn: sqlite3.Connection, handler: Callable, row, response: str | None,
+                         at: str) -> None:
+        """A response that cannot be applied (malformed, unexpected) is kept on the row and shown to the
+        coordinators as a review exception; the delivery itself stays recorded."""
+        conn.execute("SAVEPOINT response")
+        try:
+            handler(conn, row, response)
+            conn.execute("RELEASE response")
+        except Exception as exc:
+            conn.execute("ROLLBACK TO response")
+            conn.execute("RELEASE response")
+            log.error("outbound response not applied", extra={"fields": {
+                "outbound_id": row["id"], "message_type": row["message_type"], "error": type(exc).__name__}})
+            if row["referral_id"] is not None:
+                status = conn.execute("SELECT status FROM referrals WHERE id=?", (row["referral_id"],)).fetchone()
+                ReferralStore(conn).add_exception(
+                    row["referral_id"], row["source_message_id"], f"response.{row['message_type']}",
+                    status[0] if status else "unknown",
+                    f"the response to outbound #{row['id']} could not be applied: {type(exc).__name__}: {exc}", at)
+
     def _record(self, conn: sqlite3.Connection, outcomes: list, held: list[int]) -> None:
         cfg = self.config.outbound
         at = outbound.now_iso()
@@ -180,7 +200,7 @@ class DeliveryService:
                     self.delivered += 1
                     handler = self.on_response.get(row["message_type"])
                     if handler is not None:
-                        handler(conn, row, result.ack)
+                        self._handle_response(conn, handler, row, result.ack, at)
                     if row["closes_loop"] and row["referral_id"] is not None:
                         before = conn.execute("SELECT status FROM referrals WHERE id=?",
                                               (row["referral_id"],)).fetchone()
