@@ -44,7 +44,67 @@ class MLLPSource(_Strict):
     max_connections: int = Field(default=256, ge=1)
 
 
-Source = Annotated[Union[MLLPSource], Field(discriminator="type")]
+# The fields of `run_engine.py extract` (DESIGN.md) a fax review rule may name.
+FAX_FIELDS = ("patient_family_name", "patient_given_name", "patient_dob", "patient_sex", "patient_phone",
+              "patient_mrn", "insurance_payer", "insurance_member_id", "referring_provider_name",
+              "referring_provider_npi", "referring_practice_phone", "referring_practice_fax",
+              "referred_to_specialty", "urgency", "diagnosis_codes", "reason")
+
+
+class FaxReview(_Strict):
+    """The fax review gate: a referral whose `required` fields are all found, each field at or above its
+    `min_confidence` (else `default_min_confidence`), is accepted; otherwise it waits in needs_review."""
+    required: list[str] = Field(default_factory=lambda: [
+        "patient_family_name", "patient_given_name", "patient_dob", "referred_to_specialty",
+        "referring_provider_name"])
+    min_confidence: dict[str, float] = Field(default_factory=lambda: {
+        "patient_family_name": 0.8, "patient_given_name": 0.8, "patient_dob": 0.85,
+        "referred_to_specialty": 0.7})
+    default_min_confidence: float = Field(default=0.6, ge=0, le=1)
+
+    @field_validator("required")
+    @classmethod
+    def _known_required(cls, values: list[str]) -> list[str]:
+        unknown = [v for v in values if v not in FAX_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; valid: {', '.join(FAX_FIELDS)}")
+        return values
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _known_thresholds(cls, values: dict[str, float]) -> dict[str, float]:
+        unknown = [k for k in values if k not in FAX_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; valid: {', '.join(FAX_FIELDS)}")
+        bad = [k for k, v in values.items() if not 0 <= v <= 1]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a confidence is between 0 and 1")
+        return values
+
+
+class FaxFolderSource(_Strict):
+    """A fax server's drop folder. Files are claimed from `inbox` into `processing`, then filed in
+    `processed` (referral or review item committed) or `error` (with NAME.error.txt). Folders default to
+    DATA_DIR/fax/inbox and siblings of the inbox. `completeness` says when a file is whole:
+    `stable_seconds` (size and mtime unchanged that long), `rename` (the server writes *.part / *.tmp
+    and renames), `sidecar` (the server writes NAME.done after NAME)."""
+    type: Literal["fax_folder"]
+    inbox: Path | None = None
+    processing: Path | None = None
+    processed: Path | None = None
+    error: Path | None = None
+    pages: Path | None = Field(default=None, description="page images kept for reviewers (DATA_DIR/fax/pages)")
+    completeness: Literal["stable_seconds", "rename", "sidecar"] = "stable_seconds"
+    stable_seconds: float = Field(default=2.0, ge=0)
+    poll_seconds: float = Field(default=2.0, gt=0, description="rescan interval besides file-system events")
+    max_pages: int = Field(default=200, ge=1, le=5000)
+    workers: int = Field(default=2, ge=1, le=64, description="OCR worker processes (one fax each)")
+    addendum_window_days: float = Field(default=14.0, ge=0, description="same patient + specialty + referrer "
+                                        "within this many days: the fax is an addendum, not a new referral")
+    review: FaxReview = FaxReview()
+
+
+Source = Annotated[Union[MLLPSource, FaxFolderSource], Field(discriminator="type")]
 
 
 # ---- filters -------------------------------------------------------------
@@ -84,32 +144,31 @@ class Filter(_Strict):
 
 # ---- destinations: where the outbound queue delivers ----------------------------
 
-class MLLPDestination(_Strict):
+class _HL7Destination(_Strict):
+    """A destination taking HL7 messages: MSH-3/4 (us) and MSH-5/6 (them) of what is sent there."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    sending_application: str = "REFERRAL_ENGINE"
+    sending_facility: str = "RIVERBEND"
+    receiving_application: str = ""
+    receiving_facility: str = ""
+
+
+class MLLPDestination(_HL7Destination):
     """An EHR's MLLP listener. ACK policy: AA/CA = delivered; AE/CE -> `on_error`; AR/CR -> `on_reject`."""
     type: Literal["mllp"]
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     host: str
     port: int = Field(ge=1, le=65535)
     ack_timeout_seconds: float = Field(default=10.0, gt=0)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     on_error: Literal["retry", "dead", "sent"] = "retry"
     on_reject: Literal["dead", "retry"] = "dead"
-    sending_application: str = "REFERRAL_ENGINE"
-    sending_facility: str = "RIVERBEND"
-    receiving_application: str = ""
-    receiving_facility: str = ""
 
 
-class FileDestination(_Strict):
+class FileDestination(_HL7Destination):
     """HL7 files written atomically into a folder (an interface engine or archive picks them up)."""
     type: Literal["file"]
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     directory: Path
     name_pattern: str = "{control_id}.hl7"
-    sending_application: str = "REFERRAL_ENGINE"
-    sending_facility: str = "RIVERBEND"
-    receiving_application: str = ""
-    receiving_facility: str = ""
 
 
 class FaxDestination(_Strict):
@@ -199,8 +258,15 @@ class LoggingConfig(_Strict):
 
 
 class WebConfig(_Strict):
+    """The dashboard/API (engine.web), run by the daemon in a child process when `enabled`."""
+    enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8575, ge=1, le=65535)
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto", description="Secure cookies: auto = when the request came over https")
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    lockout_attempts: int = Field(default=5, ge=1, le=100, description="failed logins in a row before a lock")
+    lockout_minutes: float = Field(default=15.0, gt=0)
 
 
 class ProcessingConfig(_Strict):
@@ -372,7 +438,7 @@ class EngineConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"channel names must be unique; repeated: {', '.join(dupes)}")
-        ports = [(c.source.host, c.source.port) for c in channels if c.enabled]
+        ports = [(c.source.host, c.source.port) for c in channels if c.enabled and isinstance(c.source, MLLPSource)]
         taken = sorted({f"{h}:{p}" for h, p in ports if ports.count((h, p)) > 1})
         if taken:
             raise ValueError(f"two enabled channels listen on the same address: {', '.join(taken)}")
@@ -559,7 +625,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> E
     return _resolve_paths(config, base, path)
 
 
-_UNION_TAGS = {"mllp", "file", "fax", "webhook", "smtp"}
+_UNION_TAGS = {"mllp", "file", "fax", "webhook", "smtp", "fax_folder"}
 
 
 def _strip_union_tags(loc: tuple) -> tuple:
@@ -581,6 +647,14 @@ def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int:
     return 1
 
 
+def _resolve_fax_folders(source: FaxFolderSource, data_dir: Path, absolute) -> None:
+    source.inbox = absolute(source.inbox) if source.inbox else data_dir / "fax" / "inbox"
+    for name in ("processing", "processed", "error"):
+        value = getattr(source, name)
+        setattr(source, name, absolute(value) if value else source.inbox.parent / name)
+    source.pages = absolute(source.pages) if source.pages else data_dir / "fax" / "pages"
+
+
 def _resolve_paths(config: EngineConfig, base: Path, source: Path) -> EngineConfig:
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else (base / p)
@@ -591,6 +665,8 @@ def _resolve_paths(config: EngineConfig, base: Path, source: Path) -> EngineConf
     if config.logging.file is not None:
         config.logging.file = absolute(config.logging.file)
     for channel in config.channels:
+        if isinstance(channel.source, FaxFolderSource):
+            _resolve_fax_folders(channel.source, config.data_dir, absolute)
         if channel.transformer is not None:
             channel.transformer.mappings = absolute(channel.transformer.mappings)
         for destination in channel.destinations:
