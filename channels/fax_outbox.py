@@ -3,7 +3,7 @@
 Payload (UTF-8 JSON):
     {"to_fax": "5551234567", "to_name": "...", "subject": "...",
      "kind": "consult_note" | "status_letter",
-     "referral": {"patient_name": ..., "patient_dob": ..., "referral_id": ..., "specialty": ..., "status": ...},
+     "referral": {"patient_name": ..., "patient_dob": ..., "id": ..., "specialty": ..., "status": ...},
      "body": "text",
      "attachments": [{"content_type": "application/pdf", "base64": "..."}]}
 
@@ -55,9 +55,9 @@ CONFIDENTIALITY_NOTICE = (
     "If you received this fax in error, please notify the sender by telephone immediately and destroy all copies.")
 KIND_TITLES = {"consult_note": "Consult note", "status_letter": "Referral status letter"}
 REFERRAL_LABELS = {"patient_name": "Patient", "patient_dob": "Date of birth", "dob": "Date of birth",
-                   "referral_id": "Referral ID", "specialty": "Specialty", "status": "Status",
-                   "referring_provider": "Referring provider", "specialist": "Specialist",
-                   "appointment": "Appointment", "urgency": "Urgency"}
+                   "id": "Referral ID", "referral_id": "Referral ID", "specialty": "Specialty",
+                   "department": "Department", "status": "Status", "referring_provider": "Referring provider",
+                   "specialist": "Specialist", "appointment": "Appointment", "urgency": "Urgency"}
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/jpg"}
 
 
@@ -238,7 +238,7 @@ def _referral_rows(referral: dict) -> list[tuple[str, str]]:
 
 
 def _referral_line(referral: dict) -> str:
-    keys = ("patient_name", "patient_dob", "dob", "referral_id")
+    keys = ("patient_name", "patient_dob", "dob", "referral_id", "id")
     return " · ".join(f"{REFERRAL_LABELS[k]}: {referral[k]}" for k in keys if referral.get(k))
 
 

@@ -19,7 +19,7 @@ import json
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 
 from channels.outbound import Delivery, DeliveryResult, dead, retry, sent
 

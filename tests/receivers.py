@@ -11,7 +11,8 @@ blocking tests and asyncio tests can talk to it, and records what it received.
 
 A scripted reply can: use any MSA-1 (AA/AE/AR/CA/CE/CR), wait before answering
 (`delay`), never answer (`answer=False`, the sender times out), echo a wrong
-MSA-2 (`control_id`), or close the connection after the message (`close`).
+MSA-2 (`control_id`), ACK twice (`repeat=2`), or close the connection after the
+message (`close`).
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class Reply:
     control_id: str | None = None  # MSA-2 to send instead of the message's MSH-10
     close: bool = False            # close the connection after this message (after the ACK, if any)
     text: str = ""                 # error text (MSA-3 and ERR) for AE/AR/CE/CR
+    repeat: int = 1                # send the ACK this many times (peers that ACK twice)
 
 
 class MLLPReceiver:
@@ -179,7 +181,7 @@ class _Peer(asyncio.Protocol):
         if self.transport.is_closing():
             return
         if reply.answer:
-            self.transport.write(frame(make_ack(message, reply)))
+            self.transport.write(frame(make_ack(message, reply)) * reply.repeat)
         if reply.close:
             self.transport.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import time
 
 import pytest
 from fpdf import FPDF
+from PIL import Image
 
 from channels.fax_outbox import FaxOutbox, fax_number
 from channels.file_writer import FileWriter
@@ -22,7 +24,7 @@ from channels.mllp.sender import MLLPSender, error_text
 from channels.outbound import Delivery
 from channels.smtp import SMTPSender
 from channels.webhook import Webhook
-from tests.receivers import MLLPReceiver, Reply, free_port
+from tests.receivers import Reply, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,6 +112,21 @@ def test_mllp_ack_for_another_message_is_retried_on_a_new_connection(mllp_receiv
     assert results[0].outcome == "retry" and "MSA-2 'CTRL0'" in results[0].detail and "'CTRL1'" in results[0].detail
     assert results[1].outcome == "sent"
     assert mllp_receiver.connections == 2
+
+
+def test_mllp_a_repeated_ack_for_an_earlier_message_is_not_taken_for_the_next(mllp_receiver):
+    mllp_receiver.script(Reply(repeat=2))
+
+    async def scenario(sender):
+        first = await sender.deliver(row(1))
+        await asyncio.sleep(0.1)                 # the second copy of CTRL1's ACK arrives while idle
+        second = await sender.deliver(row(2))
+        await sender.close()
+        return first, second
+
+    first, second = run(scenario(MLLPSender("127.0.0.1", mllp_receiver.port)))
+    assert first.outcome == second.outcome == "sent" and "MSA|AA|CTRL2" in second.ack
+    assert mllp_receiver.connections == 1
 
 
 def test_mllp_peer_down_retries_at_once_then_backs_off_then_delivers_when_back(mllp_receiver):
@@ -200,6 +217,22 @@ def test_mllp_unsendable_rows_are_dead_without_touching_the_peer(mllp_receiver):
     assert mllp_receiver.messages == []
 
 
+def test_mllp_close_ends_a_delivery_in_flight_as_retry(mllp_receiver):
+    sender = MLLPSender("127.0.0.1", mllp_receiver.port, ack_timeout=5)
+
+    async def scenario():
+        assert (await sender.deliver(row(1, hl7("WARM")))).outcome == "sent"    # a reused connection
+        mllp_receiver.script(Reply(answer=False))
+        in_flight = asyncio.create_task(sender.deliver(row(2)))
+        await asyncio.sleep(0.2)
+        await sender.close()
+        return await in_flight, await sender.deliver(row(3))
+
+    in_flight, after = run(scenario())
+    assert in_flight.outcome == "retry" and after.outcome == "retry" and "closed" in after.detail
+    assert mllp_receiver.control_ids() == ["WARM", "CTRL2"]                    # not resent after close
+
+
 def test_error_text_reads_old_and_new_err_segments():
     v24 = b"MSH|^~\\&|A|B|C|D|1||ACK|1|P|2.4\rMSA|AE|9\rERR|PID^1^3^204&Unknown key identifier&HL70357\r"
     v25 = b"MSH|^~\\&|A|B|C|D|1||ACK|1|P|2.5\rMSA|AE|9|Bad\\F\\id\rERR||PID^1^3|204^Unknown key^HL70357|E||||MRN 1\r"
@@ -245,7 +278,7 @@ NOTE = "\n\n".join(f"Assessment {i}: exertional chest pain, stress echo négatif
 def fax_request(**overrides) -> bytes:
     doc = {"to_fax": "(541) 555-0142", "to_name": "Dr. Zoë Adams", "subject": "Consult note",
            "kind": "consult_note",
-           "referral": {"patient_name": "José Müller", "patient_dob": "1958-03-14", "referral_id": "R-1042",
+           "referral": {"id": 1042, "patient_name": "José Müller", "patient_dob": "1958-03-14",
                         "specialty": "Cardiology", "status": "seen"},
            "body": NOTE, "attachments": []}
     doc.update(overrides)
@@ -271,6 +304,7 @@ def test_fax_outbox_builds_a_multipage_pdf_then_its_sidecar(tmp_path):
     assert pages >= 3                                   # cover + a note longer than one page
     text = pdf_text(pdf)
     assert "José Müller" in text and "Dr. Zoë Adams" in text and "(541) 555-0142" in text
+    assert "Referral ID: 1042" in text and "1958-03-14" in text
     assert "stress echo négatif" in text and "Assessment 39" in text
     assert f"{pages} (including this cover page)" in text and f"Page {pages} of {pages}" in text
     assert "CONFIDENTIALITY NOTICE" in text
@@ -283,21 +317,25 @@ def test_fax_outbox_builds_a_multipage_pdf_then_its_sidecar(tmp_path):
     assert again.outcome == "sent" and "already" in again.detail
 
 
-def test_fax_outbox_appends_pdf_attachments_page_for_page(tmp_path):
+def test_fax_outbox_appends_pdf_and_image_attachments(tmp_path):
     lab = FPDF()
     for label in ("Lab report page one", "Lab report page two"):
         lab.add_page()
         lab.set_font("helvetica", size=14)
         lab.cell(0, 10, label)
     attachment = {"content_type": "application/pdf", "base64": base64.b64encode(bytes(lab.output())).decode()}
-    payload = fax_request(body="Short status letter.", kind="status_letter", attachments=[attachment])
+    png = io.BytesIO()
+    Image.new("L", (400, 300), 200).save(png, "PNG")
+    image = {"content_type": "image/png", "base64": base64.b64encode(png.getvalue()).decode()}
+    payload = fax_request(body="Short status letter.", kind="status_letter", attachments=[attachment, image])
     [result] = run(deliver_all(FaxOutbox(tmp_path), row(5, payload, control_id=None, message_type="fax")))
     assert result.outcome == "sent", result.detail
     pdf = tmp_path / "status_letter-5.pdf"
-    assert pdf_pages(pdf) == 4                          # cover, letter, 2 attached pages
+    assert pdf_pages(pdf) == 5                          # cover, letter, the image, 2 attached PDF pages
     text = pdf_text(pdf)
-    assert "Lab report page two" in text and "4 (including this cover page)" in text
-    assert json.loads((tmp_path / "status_letter-5.json").read_text())["pages"] == 4
+    assert "Lab report page two" in text and "5 (including this cover page)" in text
+    assert "Page 3 of 5" in text                        # the image page is one of ours, footed
+    assert json.loads((tmp_path / "status_letter-5.json").read_text())["pages"] == 5
 
 
 @pytest.mark.parametrize("to_fax, why", [("555-12", "not a fax number"), ("", "no destination fax number"),
@@ -386,3 +424,12 @@ def test_smtp_refusals_and_outages(smtp_receiver):
                              row(4, email_payload())))
     assert down.outcome == "retry" and "cannot deliver" in down.detail
     assert smtp_receiver.messages == []
+
+
+@pytest.mark.slow
+def test_bench_outbound_sender_only_runs(capsys):
+    from bench.bench_outbound import main
+    main(["--sender-only", "-n", "300", "--rounds", "1", "--warmup", "0", "--json"])
+    trials = json.loads(capsys.readouterr().out)
+    assert {t["messages"] for runs in trials.values() for t in runs} == {300}
+    assert all(t["errors"] == 0 and t["msgs_per_s"] > 0 for runs in trials.values() for t in runs)

@@ -9,6 +9,8 @@ How each situation ends (see `DeliveryResult`):
 - MSA-1 AA/CA -> sent; AE/CE -> the `on_error` policy; AR/CR -> the `on_reject`
   policy; any other MSA-1 -> the `on_error` policy. Detail names the code and the
   MSA-3/ERR text.
+- replies that arrived while no message was waiting (a repeated or application ACK
+  for an earlier message) are discarded before the next message is written.
 - MSA-2 is not the sent MSH-10 (an ACK meant for an earlier message), no MSA in
   the reply, an ACK cut off or oversized -> retry, and the connection is dropped:
   its stream state is unknown.
@@ -94,9 +96,14 @@ class _Link(asyncio.Protocol):
         if future is not None and not future.done():
             future.set_result(None)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> int:
+        """Write one frame. Returns how many unread replies were discarded: frames that arrived
+        before this message was sent (a second ACK for an earlier message) cannot be its ACK."""
+        stale = len(self.replies)
+        self.replies.clear()
         self.received = 0
         self.transport.write(data)
+        return stale
 
     @staticmethod
     async def _wait(future: asyncio.Future, deadline: float) -> None:
@@ -159,6 +166,7 @@ class MLLPSender:
         self._failures = 0                 # connect failures in a row
         self._last_error = ""
         self._not_before = 0.0             # monotonic time before which no connect is tried
+        self._closed = False
 
     @property
     def connected(self) -> bool:
@@ -168,14 +176,16 @@ class MLLPSender:
         async with self._lock:
             result = await self._deliver(delivery)
         if result.outcome != "sent" or result.detail:
-            level = logging.DEBUG if result.outcome == "sent" else logging.WARNING
-            log.log(level, "mllp delivery not accepted" if result.outcome != "sent" else "mllp delivery sent with note",
+            level = logging.INFO if result.outcome == "sent" else logging.WARNING
+            log.log(level, "mllp delivery " + ("accepted by policy" if result.outcome == "sent" else "failed"),
                     extra={"fields": {"destination": delivery.destination, "outbound_id": delivery.id,
                                       "control_id": delivery.control_id, "peer": self.peer,
                                       "outcome": result.outcome, "attempt": delivery.attempt}})
         return result
 
     async def close(self) -> None:
+        """Close the connection; a delivery in flight ends as retry, later ones return retry at once."""
+        self._closed = True
         link, self._link = self._link, None
         if link is not None and not link.closed:
             link.transport.close()
@@ -193,23 +203,26 @@ class MLLPSender:
         if isinstance(control_id, DeliveryResult):
             return control_id
         wire = frame(payload)
-        for _ in range(2):      # the second round only after a stale reused connection
-            link = self._link if self.connected else None
-            fresh = link is None
-            if link is None:
-                link = await self._connect()
-                if isinstance(link, DeliveryResult):
-                    return link
+        link = self._link if self.connected else None
+        if link is not None:
             result = await self._exchange(link, wire, control_id)
             if result is not None:
                 return result
+            self._link = None      # a stale idle connection: the peer had closed it; one more try below
+            if not self._closed:
+                log.info("peer had closed the idle connection; sending on a new one",
+                         extra={"fields": {"destination": delivery.destination, "outbound_id": delivery.id,
+                                           "peer": self.peer}})
+        if self._closed:
+            return retry("the sender was closed (engine stopping)")
+        link = await self._connect()
+        if isinstance(link, DeliveryResult):
+            return link
+        result = await self._exchange(link, wire, control_id)
+        if result is None:
             self._link = None
-            if fresh:
-                return retry(f"{self.peer} closed the connection without an ACK ({link.close_reason})")
-            log.info("peer had closed the idle connection; sending on a new one",
-                     extra={"fields": {"destination": delivery.destination, "outbound_id": delivery.id,
-                                       "peer": self.peer}})
-        return retry(f"{self.peer} closed the connection without an ACK twice")  # pragma: no cover - loop exits above
+            return retry(f"{self.peer} closed the connection without an ACK ({link.close_reason})")
+        return result
 
     async def _connect(self) -> _Link | DeliveryResult:
         loop = asyncio.get_running_loop()
@@ -242,7 +255,8 @@ class MLLPSender:
         if link.closed:
             return None
         loop = asyncio.get_running_loop()
-        link.send(wire)
+        if link.send(wire):
+            log.debug("discarded replies that arrived between messages", extra={"fields": {"peer": self.peer}})
         deadline = loop.time() + self.ack_timeout
         if not await link.drained(deadline):
             return self._drop(link, retry(f"{self.peer} did not read the message within {self.ack_timeout:g} s "
