@@ -586,7 +586,7 @@ def resend(outbound_ids: list[int] = typer.Argument(..., metavar="ID...", help="
         raise typer.Exit(1)
 
 
-SWEEPS = ("aging", "note_chase", "reminders", "no_show_follow_up")
+SWEEPS = ("aging", "note_chase", "reminders", "no_show_follow_up", "auth_overdue")
 
 
 @app.command()
@@ -605,7 +605,7 @@ def sweep(name: str = typer.Argument(..., metavar="NAME", help=f"one of: {', '.j
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     s = cfg.schedules
-    if getattr(s, name) is None:
+    if name != "auth_overdue" and getattr(s, name) is None:
         typer.echo(f"{cfg.source_file}: schedules.{name} is off (null) in this config", err=True)
         raise typer.Exit(2)
     journal = _writable_journal(cfg)
@@ -617,8 +617,12 @@ def sweep(name: str = typer.Argument(..., metavar="NAME", help=f"one of: {', '.j
                 result = schedules.note_chase_sweep(journal.conn, s.note_chase, now, cfg.outbound.order)
             elif name == "reminders":
                 result = schedules.reminder_sweep(journal.conn, s.reminders, now, Outreach.for_engine(cfg))
+            elif name == "auth_overdue":
+                from engine.authorization import Authorizations
+                result = Authorizations(cfg).sweep(journal.conn, now)
             else:
-                result = schedules.no_show_sweep(journal.conn, now, Outreach.for_engine(cfg))
+                outreach = Outreach.for_engine(cfg) if (cfg.outreach.sms or cfg.outreach.email) else None
+                result = schedules.no_show_sweep(journal.conn, now, outreach)
     finally:
         journal.close()
     typer.echo(json.dumps(result))
@@ -642,6 +646,122 @@ def outreach_reply(referral_id: int = typer.Argument(..., metavar="REFERRAL_ID")
     finally:
         journal.close()
     typer.echo(f"referral {referral_id}: reply recorded")
+
+
+# ---- eligibility and prior authorization (engine/eligibility.py, engine/authorization.py) -----------
+
+def _payer_read(config: Path, referral_id: int, read):
+    """Run a read of the payer tables for one referral; exit 1 when the referral does not exist."""
+    journal = _journal(_config(config))
+    try:
+        if journal.conn.execute("SELECT 1 FROM referrals WHERE id=?", (referral_id,)).fetchone() is None:
+            typer.echo(f"no referral with id {referral_id}", err=True)
+            raise typer.Exit(1)
+        referral = dict(journal.conn.execute("SELECT * FROM referrals WHERE id=?", (referral_id,)).fetchone())
+        return referral, read(journal.conn, referral_id)
+    finally:
+        journal.close()
+
+
+@app.command()
+def eligibility(referral_id: int = typer.Argument(..., metavar="REFERRAL_ID"), config: Path = ConfigOption,
+                as_json: bool = JsonOption) -> None:
+    """What the payer was asked (270) and answered (271) for a referral, and the coverage recorded."""
+    from engine.eligibility import report
+    referral, rows = _payer_read(config, referral_id, report)
+    coverage = {k: referral.get(k) for k in ("payer", "member_id", "coverage_status", "coverage_plan",
+                                             "coverage_checked_at")}
+    if as_json:
+        typer.echo(json.dumps({"referral_id": referral_id, "coverage": coverage, "inquiries": rows}, indent=1))
+        return
+    typer.echo(f"referral {referral_id}: {coverage['payer'] or '-'} member {coverage['member_id'] or '-'}: coverage "
+               f"{coverage['coverage_status'] or 'not asked'}" + (f", plan {coverage['coverage_plan']}"
+                                                                 if coverage["coverage_plan"] else ""))
+    for r in rows:
+        typer.echo(f"  270 #{r['id']} asked {r['asked_at'][:19]} (outbound #{r['outbound_id']}: {r['delivery']}, "
+                   f"{r['attempts']} attempt(s))  ->  {r['summary'] or 'no answer yet'}"
+                   + (f"  [{r['last_error']}]" if r["last_error"] else ""))
+
+
+@app.command()
+def auth(referral_id: int = typer.Argument(..., metavar="REFERRAL_ID"), config: Path = ConfigOption,
+         as_json: bool = JsonOption) -> None:
+    """A referral's prior authorizations: status, number, validity, and every 278 asked and answered."""
+    from engine.authorization import report
+    referral, doc = _payer_read(config, referral_id, report)
+    doc["referral"] = {k: referral.get(k) for k in ("status", "payer", "authorization_required",
+                                                    "authorization_status", "authorization_number",
+                                                    "authorization_valid_from", "authorization_valid_to")}
+    if as_json:
+        typer.echo(json.dumps(doc, indent=1))
+        return
+    r = doc["referral"]
+    typer.echo(f"referral {referral_id} ({r['status']}): authorization "
+               f"{'required' if r['authorization_required'] else 'not required'}, "
+               f"{r['authorization_status'] or '-'} {r['authorization_number'] or ''}".rstrip())
+    for a in doc["authorizations"]:
+        typer.echo(f"  auth #{a['id']} {a['payer']}: {a['status']} {a['number'] or ''} valid "
+                   f"{a['valid_from'] or '-'}..{a['valid_to'] or '-'}; requested {a['requested_at'][:19]}, due "
+                   f"{(a['due_at'] or '-')[:19]}, decided {(a['decided_at'] or '-')[:19]} by {a['decided_by'] or '-'}")
+        for q in a["requests"]:
+            typer.echo(f"    278 #{q['id']} {q['asked_at'][:19]} (outbound #{q['outbound_id']}: {q['delivery']}) -> "
+                       f"{q['summary'] or 'no answer yet'}" + (f"  [{q['last_error']}]" if q["last_error"] else ""))
+
+
+@app.command("auth-set")
+def auth_set(referral_id: int = typer.Argument(..., metavar="REFERRAL_ID"),
+             status: str = typer.Option(..., "--status", help="approved, denied, pending, more_info, "
+                                        "not_required, canceled"),
+             number: Optional[str] = typer.Option(None, "--number", help="the authorization number (approvals)"),
+             valid_from: Optional[str] = typer.Option(None, "--valid-from", help="2026-12-01"),
+             valid_to: Optional[str] = typer.Option(None, "--valid-to", help="2027-03-01"),
+             by: str = ByOption, note: Optional[str] = typer.Option(None, "--note"),
+             config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Record a payer's decision received by phone or portal; the referral follows (approved -> ready)."""
+    from engine.authorization import Authorizations
+    cfg = _config(config)
+    journal = _writable_journal(cfg)
+    conn = journal.conn
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = Authorizations(cfg).decide(conn, referral_id, status, number=number, valid_from=valid_from,
+                                             valid_to=valid_to, by=by, note=note)
+            referral_status = conn.execute("SELECT status FROM referrals WHERE id=?", (referral_id,)).fetchone()[0]
+            conn.execute("COMMIT")
+        except ValueError as exc:
+            conn.execute("ROLLBACK")
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        journal.close()
+    if as_json:
+        typer.echo(json.dumps({"authorization": row, "referral_status": referral_status}, indent=1))
+        return
+    typer.echo(f"referral {referral_id}: authorization {row['status']} {row['number'] or ''}; referral is "
+               f"{referral_status}".replace("  ", " "))
+
+
+@app.command("auth-bundle")
+def auth_bundle(referral_id: int = typer.Argument(..., metavar="REFERRAL_ID"), config: Path = ConfigOption) -> None:
+    """Print the referral's prior-authorization request as a FHIR PAS-shaped Bundle (JSON)."""
+    from engine.pas import auth_bundle as build
+    cfg = _config(config)
+    journal = _journal(cfg)
+    try:
+        bundle = build(journal.conn, referral_id, cfg)
+    except LookupError as exc:
+        typer.echo(str(exc.args[0]), err=True)
+        raise typer.Exit(1)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    finally:
+        journal.close()
+    typer.echo(json.dumps(bundle, indent=1))
 
 
 # ---- dashboard users (engine.web.users) ----------------------------------------------------

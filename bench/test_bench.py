@@ -3,9 +3,11 @@
 Checks the message template, MLLP helpers, that the load generator counts
 ACK errors correctly, and that each baseline server starts (READY), answers a
 small load without errors and exits 0 on SIGTERM (marked slow: starts processes).
+The outbound benchmark's --queue and --loop modes run once at a tiny size (slow).
 """
 
 import asyncio
+import json
 import tempfile
 from pathlib import Path
 
@@ -84,3 +86,26 @@ def test_baseline_serves_and_stops(name):
     for res in (closed, opened):
         assert res["errors"] == 0 and res["ok"] == res["n"], res
     assert srv.exit_code == 0
+
+
+@pytest.mark.slow
+def test_outbound_queue_mode_delivers_every_row_once_in_id_order(capsys):
+    from bench.bench_outbound import main
+    main(["--queue", "-n", "300", "--warmup", "20", "--rounds", "1", "--batch", "64", "--json"])
+    trials = json.loads(capsys.readouterr().out)
+    [sender], [queue] = trials["sender"], trials["queue"]
+    assert sender["errors"] == 0 and sender["messages"] == 300
+    assert queue["errors"] == 0 and queue["received"] == 300 and queue["received_once_in_id_order"] is True
+    assert queue["msgs_per_s"] > 0 and queue["writer_transactions"] >= 2 * 5   # a claim + an outcome per 64 rows
+
+
+@pytest.mark.slow
+def test_outbound_loop_mode_matches_every_notification_to_its_siu(capsys):
+    from bench.bench_outbound import main
+    main(["--loop", "--rate", "40", "--seconds", "2", "--rounds", "1", "--json"])
+    [trial] = json.loads(capsys.readouterr().out)["loop"]
+    assert trial["referrals"] == 80 and trial["matched"] == 80 and trial["duplicates"] == 0
+    assert trial["orm_bad_acks"] == 0 and trial["siu_bad_acks"] == 0 and trial["engine_exit"] == 0
+    assert trial["outbound_sent"] == trial["outbound_rows"] == 80
+    # the notification needs the SIU committed (what its ACK confirms) and processed first
+    assert trial["notification"]["p50_ms"] > trial["ack"]["p50_ms"] > 0

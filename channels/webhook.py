@@ -6,9 +6,12 @@ Outcomes by response:
 - 408, 429, 5xx, a connection error or a timeout -> retry (the gateway may recover);
 - any other status (400, 401, 403, 404, 422, ... and 1xx/3xx, since redirects are
   not followed: a moved endpoint is a configuration problem) -> dead.
-Payloads are sent as they are, with `Content-Type: application/json`; an
+Payloads are sent as they are, with `Content-Type: application/json` (or the
+destination's `content_type`, e.g. `application/edi-x12` for a payer gateway); an
 `Idempotency-Key` header carries `<destination>-<row id>`, the same on every
-resend, for gateways that de-duplicate.
+resend, for gateways that de-duplicate. With `keep_response=True` the `ack` holds
+the whole body (up to 1 MiB; a payer's 271/278 answer is applied from it) instead
+of its head.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import httpx
 from channels.outbound import Delivery, DeliveryResult, dead, retry, sent
 
 _BODY_HEAD = 200
+_BODY_KEPT = 1024 * 1024
 _RETRY_STATUSES = {408, 425, 429}
 
 
@@ -32,12 +36,14 @@ def classify(status: int) -> str:
 class Webhook:
     """A connector (channels.outbound.Connector) for one HTTP endpoint."""
 
-    def __init__(self, url: str, *, timeout: float = 10, headers: dict[str, str] | None = None):
+    def __init__(self, url: str, *, timeout: float = 10, headers: dict[str, str] | None = None,
+                 content_type: str = "application/json", keep_response: bool = False):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook url {url!r} must start with http:// or https://")
         self.url = url
+        self._kept = _BODY_KEPT if keep_response else _BODY_HEAD
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
-                                         headers={"Content-Type": "application/json", **(headers or {})})
+                                         headers={"Content-Type": content_type, **(headers or {})})
 
     async def deliver(self, delivery: Delivery) -> DeliveryResult:
         try:
@@ -47,7 +53,7 @@ class Webhook:
             return retry(f"no response from {self.url} before the timeout")
         except httpx.HTTPError as exc:
             return retry(f"cannot reach {self.url}: {type(exc).__name__}: {exc}")
-        head = response.text[:_BODY_HEAD]
+        head = response.text[:self._kept]
         ack = f"HTTP {response.status_code} {head}".rstrip()
         outcome = classify(response.status_code)
         if outcome == "sent":

@@ -181,12 +181,16 @@ class FaxDestination(_Strict):
 
 
 class WebhookDestination(_Strict):
-    """An HTTP endpoint taking JSON (e.g. an SMS gateway for patient outreach)."""
+    """An HTTP endpoint taking JSON (e.g. an SMS gateway for patient outreach), or X12 for a payer
+    gateway (`content_type: application/edi-x12`, `keep_response: true`: the 271/278 answer is kept whole)."""
     type: Literal["webhook"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     url: str = Field(pattern=r"^https?://")
     timeout_seconds: float = Field(default=10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    content_type: str = Field(default="application/json", pattern=r"^[\w.+-]+/[\w.+-]+(;.*)?$")
+    keep_response: bool = Field(default=False, description="keep the whole response body (up to 1 MiB) on "
+                                "the outbound row, not only its first 200 characters")
 
 
 class SMTPDestination(_Strict):
@@ -418,6 +422,62 @@ class OutreachConfig(_Strict):
     templates: Path = Path("./mappings/outreach")
 
 
+# ---- payers: eligibility (X12 270/271) and prior authorization (X12 278) -------------------------
+
+class PriorAuthRule(_Strict):
+    """Referrals this payer wants a prior authorization for: every non-empty condition must hold
+    (`specialty`, `service` = service code or a word of the service text, `plan` = the plan the 271 named).
+    `documents` are what the payer wants with the request (shown to the coordinator)."""
+    specialty: list[str] = Field(default_factory=list)
+    service: list[str] = Field(default_factory=list)
+    plan: list[str] = Field(default_factory=list)
+    documents: list[str] = Field(default_factory=list)
+    turnaround_days: float | None = Field(default=None, gt=0, description="overrides the payer's")
+    service_type: str = Field(default="3", pattern=r"^[A-Z0-9]{1,2}$",
+                              description="X12 service type code (EQ01/UM03); 3 = consultation")
+
+
+class PayerRule(_Strict):
+    """One payer: how referrals name it (`name`, `aliases`, case-insensitive), its X12 id (NM1*PR, ISA08),
+    expected decision time for authorizations, and which referrals need one."""
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    payer_id: str = Field(pattern=r"^[A-Za-z0-9-]{2,15}$")
+    eligibility: bool = Field(default=True, description="send a 270 for new referrals of this payer")
+    turnaround_days: float = Field(default=3.0, gt=0)
+    prior_auth: list[PriorAuthRule] = Field(default_factory=list)
+
+
+class PayersConfig(_Strict):
+    """Eligibility and prior authorization at intake (engine/eligibility.py, engine/authorization.py)."""
+    destination: str | None = Field(default=None, description="the webhook destination of the payer "
+                                    "gateway (clearinghouse) that answers 270 with 271 and 278 with 278")
+    submitter_id: str = Field(default="RIVERBEND", pattern=r"^[A-Za-z0-9]{2,15}$", description="ISA06/GS02")
+    provider_name: str = Field(default="RIVERBEND REFERRAL CENTER", description="the requester (NM1*1P)")
+    provider_npi: str = Field(default="1234567893", pattern=r"^\d{10}$")
+    eligibility_on: list[Literal["referral.order", "fax.accepted"]] = Field(
+        default_factory=lambda: ["referral.order", "fax.accepted"], description="events that ask for eligibility")
+    follow_up_hours: float | None = Field(default=24.0, gt=0, description="ask again about a pended "
+                                          "authorization this often (null = never)")
+    sweep_every_minutes: float = Field(default=60.0, gt=0, description="how often overdue authorizations are "
+                                       "looked for")
+    escalate_to: str | None = Field(default=None, description="owner set on an overdue or denied "
+                                    "authorization when the referral has none")
+    rules: list[PayerRule] = Field(default_factory=list)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[PayerRule]) -> list[PayerRule]:
+        seen: dict[str, str] = {}
+        for rule in rules:
+            for name in (rule.name, *rule.aliases):
+                key = name.strip().lower()
+                if key in seen:
+                    raise ValueError(f"payer name {name!r} is used by both {seen[key]!r} and {rule.name!r}")
+                seen[key] = rule.name
+        return rules
+
+
 class EngineConfig(_Strict):
     data_dir: Path
     store: StoreConfig
@@ -429,6 +489,7 @@ class EngineConfig(_Strict):
     outbound: OutboundConfig = OutboundConfig()
     schedules: SchedulesConfig = SchedulesConfig()
     outreach: OutreachConfig = OutreachConfig()
+    payers: PayersConfig = PayersConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("channels")
@@ -457,6 +518,7 @@ class EngineConfig(_Strict):
         wanted += [("outreach.sms", self.outreach.sms, {"webhook"}), ("outreach.email", self.outreach.email, {"smtp"})]
         if self.schedules.note_chase is not None:
             wanted.append(("schedules.note_chase.to", self.schedules.note_chase.to, {"smtp", "webhook"}))
+        wanted.append(("payers.destination", self.payers.destination, {"webhook"}))
         for key, name, types in wanted:
             if name is None:
                 continue
@@ -471,6 +533,11 @@ class EngineConfig(_Strict):
             if rule.send != "fax_letter" and kinds[rule.to] not in ("mllp", "file"):
                 raise ValueError(f"outbound.rules[{i}]: HL7 template {rule.send!r} needs an mllp or file destination "
                                  f"({rule.to!r} is {kinds[rule.to]}); use send: fax_letter for a fax destination")
+        if self.payers.destination is not None:
+            payer_gateway = self.destinations()[self.payers.destination]
+            if not payer_gateway.keep_response:
+                raise ValueError(f"payers.destination: webhook {payer_gateway.name!r} must keep the whole response "
+                                 f"(the payer's 271/278): set keep_response: true on it")
         return self
 
     def destinations(self) -> dict:

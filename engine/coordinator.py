@@ -25,6 +25,7 @@ from typing import Iterator
 
 from engine.lifecycle import ManualTransitionRefused, manual_transition
 from engine.referral_store import ReferralStore
+from engine.rules import note_trigger
 from engine.store import now_iso
 
 __all__ = ["ActionRefused", "UnknownReferral", "UnknownException", "ExceptionAlreadyResolved", "InvalidDue",
@@ -109,7 +110,9 @@ def set_status(conn: sqlite3.Connection, referral_id: int, to: str, by_user: str
     with _write(conn) as store:
         current = _referral(store, referral_id)["status"]
         decision = manual_transition(current, to, reason)
-        store.set_status(referral_id, current, decision.to.value, at or now_iso(), "user", by_user, decision.detail)
+        at = at or now_iso()
+        store.set_status(referral_id, current, decision.to.value, at, "user", by_user, decision.detail)
+        note_trigger(conn, referral_id, None, current, decision.to.value, "user", by_user, at)
         return _referral(store, referral_id)
 
 

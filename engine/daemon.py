@@ -20,8 +20,9 @@ from functools import partial
 
 from channels.mllp.listener import MLLPListener
 from engine import logs
-from engine.config import EngineConfig, MLLPSource
+from engine.config import EngineConfig, FaxFolderSource, MLLPSource
 from engine.delivery import DeliveryService
+from engine.payers import PayerDesk, chain_after_apply
 from engine.rules import OutboundPlanner
 from engine.schedules import EngineScheduler
 from engine.templates import Templates
@@ -43,9 +44,13 @@ class Engine:
         self.journal: Journal | None = None
         self.committer: GroupCommitter | None = None
         self._processor_task: asyncio.Task | None = None
+        self.web_side = None
         self.planner: OutboundPlanner | None = None
+        self.payer_desk: PayerDesk | None = None
+        self.after_apply = None
         self.delivery: DeliveryService | None = None
         self.scheduler: EngineScheduler | None = None
+        self.fax_channels: list = []     # channels.fax.watcher.FaxFolderChannel, one per fax_folder channel
 
     async def start(self) -> None:
         config = self.config
@@ -53,9 +58,14 @@ class Engine:
         # Outbound templates are compiled and checked against their HL7 structure (hl7apy) once, here.
         self.planner = OutboundPlanner(config, Templates.load(config.outbound.templates)) \
             if config.outbound.rules else None
+        # Eligibility (270/271) and prior authorization (278) at intake; the X12 it sends is checked once, here.
+        self.payer_desk = PayerDesk(config) if config.payers.destination else None
+        if self.payer_desk is not None:
+            seconds = self.payer_desk.self_check()
+            log.info("payer X12 checked", extra={"fields": {"ms": round(seconds * 1000, 1)}})
+        self.after_apply = chain_after_apply(self.payer_desk, self.planner)
         self.journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours,
-                               referral_rules=config.referrals,
-                               after_apply=self.planner.after_apply if self.planner else None)
+                               referral_rules=config.referrals, after_apply=self.after_apply)
         if any(c.transformer is not None for c in config.channels):
             # The writer validates diagnoses against ICD-10-CM, whose tables take ~2 s to load:
             # load them now, before any listener accepts, never inside a commit an ACK waits for
@@ -67,15 +77,22 @@ class Engine:
         gc.freeze()
         self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max)
         self.committer.start(asyncio.get_running_loop())
-        self.delivery = DeliveryService(config, partial(self.committer.submit, background=True), planner=self.planner)
+        self.delivery = DeliveryService(config, partial(self.committer.submit, background=True), planner=self.planner,
+                                        on_response=self.payer_desk.on_response if self.payer_desk else None)
         await self.delivery.start()
         self.scheduler = EngineScheduler(self)
         self.scheduler.start()
+        # Metrics hook, paused channels, the dashboard's child process (engine.web.runtime).
+        from engine.web.runtime import WebSide
+        self.web_side = WebSide(config)
         for channel in config.channels:
             if channel.enabled and isinstance(channel.source, MLLPSource):
-                listener = MLLPListener(channel, self.committer, on_committed=self._wake.set)
-                await listener.start()
+                listener = MLLPListener(channel, self.committer, on_committed=self._wake.set,
+                                        **self.web_side.listener_hooks())
+                await self.web_side.start_listener(listener)
                 self.listeners.append(listener)
+        self.web_side.start(self.listeners)
+        await self._start_fax_channels()
         self._processor_task = asyncio.create_task(self._process_forever(), name="processor")
         log.info("engine started", extra={"fields": {
             "store": str(config.sqlite_path), "channels": [c.name for c in config.channels if c.enabled],
@@ -84,8 +101,12 @@ class Engine:
     async def stop(self) -> None:
         self._stopping = True
         log.info("engine stopping: draining in-flight messages")
+        if self.web_side is not None:
+            await self.web_side.stop()
         for listener in self.listeners:
             await listener.stop()
+        for fax in self.fax_channels:     # before the writer closes: in-flight faxes still commit
+            await fax.stop()
         self._wake.set()
         if self._processor_task is not None:
             await self._processor_task
@@ -103,6 +124,18 @@ class Engine:
         if self.journal is not None:
             self.journal.close()
         log.info("engine stopped")
+
+    async def _start_fax_channels(self) -> None:
+        """Fax drop folders: OCR in their own process pools; filing goes through the one writer."""
+        from channels.fax.watcher import FaxFolderChannel
+        for channel in self.config.channels:
+            if channel.enabled and isinstance(channel.source, FaxFolderSource):
+                fax = FaxFolderChannel(channel, self.committer.submit, self.config.sqlite_path,
+                                       rules=self.config.referrals,
+                                       after_apply=self.after_apply,
+                                       on_filed=lambda _filed: self.delivery.wake())
+                await fax.start()
+                self.fax_channels.append(fax)
 
     async def _process_forever(self) -> None:
         """Run the post-ACK pipeline until stop; a crashed worker process is replaced.
@@ -131,8 +164,8 @@ class Engine:
                     if changes:
                         for start in range(0, len(changes), self.APPLY_CHUNK):
                             await self.committer.submit(changes[start:start + self.APPLY_CHUNK], background=True)
-                            if self.planner is not None:
-                                self.delivery.wake()     # the rules may have queued outbound messages
+                            if self.after_apply is not None:
+                                self.delivery.wake()     # the rules or the payer desk may have queued messages
                     elif not self._stopping:
                         try:
                             await asyncio.wait_for(self._wake.wait(), timeout=1.0)

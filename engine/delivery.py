@@ -51,7 +51,8 @@ def connector_for(destination) -> Connector:
                          sender_fax=destination.sender_fax)
     if isinstance(destination, WebhookDestination):
         from channels.webhook import Webhook
-        return Webhook(destination.url, timeout=destination.timeout_seconds, headers=destination.headers)
+        return Webhook(destination.url, timeout=destination.timeout_seconds, headers=destination.headers,
+                       content_type=destination.content_type, keep_response=destination.keep_response)
     if isinstance(destination, SMTPDestination):
         from channels.smtp import SMTPSender
         return SMTPSender(destination.host, destination.port, sender=destination.sender,
@@ -183,6 +184,10 @@ class DeliveryService:
             conn.execute("RELEASE response")
             log.error("outbound response not applied", extra={"fields": {
                 "outbound_id": row["id"], "message_type": row["message_type"], "error": type(exc).__name__}})
+            # The row stays `sent` (it was delivered) and keeps the answer in `ack`; why it could not be
+            # applied goes beside it, so `queue --status sent` and the timeline show it too.
+            conn.execute("UPDATE outbound SET last_error=? WHERE id=?",
+                         (f"response not applied: {type(exc).__name__}: {exc}", row["id"]))
             if row["referral_id"] is not None:
                 status = conn.execute("SELECT status FROM referrals WHERE id=?", (row["referral_id"],)).fetchone()
                 ReferralStore(conn).add_exception(

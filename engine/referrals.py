@@ -40,6 +40,7 @@ class Applied:
     event: str | None = None         # what the message meant (engine.normalized.EventKind)
     from_status: str | None = None   # the referral's status before and after (None: new referral / unchanged)
     to_status: str | None = None
+    cause: str | None = None         # what the outbound rules name as the cause (default: the message)
 
 
 # ---- what a message contributes (pure) ---------------------------------------
@@ -133,8 +134,23 @@ def missing_items(referral: dict, rules: ReferralsConfig, *, diagnoses: int, ide
         "urgency": referral.get("urgency"), "document": documents,
     }
     missing = [item for item in required if item != "authorization" and not present[item]]
-    auth_pending = "authorization" in required and not referral.get("authorization_number")
+    if referral.get("coverage_status") == "inactive":    # the payer's 271 said so (engine/eligibility.py)
+        missing.append("active_coverage")
+    # Authorization: required by a completeness rule or by the payer's rules (engine/payers.py), pending
+    # until granted: approved (278 or by hand), not required after all, or a number an order brought.
+    auth_pending = ("authorization" in required or bool(referral.get("authorization_required"))) and \
+        not authorization_granted(referral)
     return missing, auth_pending
+
+
+def authorization_granted(referral: dict) -> bool:
+    status = referral.get("authorization_status")
+    if status in ("approved", "not_required"):
+        return True
+    return bool(referral.get("authorization_number")) and status not in NOT_GRANTED
+
+
+NOT_GRANTED = frozenset({"requested", "pending", "more_info", "denied", "canceled", "expired"})
 
 
 def route(referral: dict, rules: ReferralsConfig) -> dict:

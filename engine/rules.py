@@ -122,6 +122,38 @@ def fax_letter(context: dict, destination: FaxDestination, rule: OutboundRule) -
     return letter
 
 
+def migrate_triggers(db) -> None:
+    """Migration 8: referral changes made outside the journal writer (a coordinator's status change, a
+    fax accepted in review) wait here for the engine to run the outbound rules on them."""
+    db["rule_triggers"].create({"id": int, "referral_id": int, "event": str, "from_status": str, "to_status": str,
+                                "cause_kind": str, "cause_id": str, "at": str, "planned_at": str},
+                               pk="id", not_null={"referral_id", "cause_kind", "at"})
+    db["rule_triggers"].create_index(["planned_at", "id"])
+
+
+def note_trigger(conn: sqlite3.Connection, referral_id: int, event: str | None, from_status: str | None,
+                 to_status: str | None, cause_kind: str, cause_id: str | None, at: str) -> None:
+    """Called in the transaction of a change made outside the writer; the engine plans it shortly after
+    (`plan_triggers`, run with the retry pump), so user actions reach the same rules as messages."""
+    conn.execute("INSERT INTO rule_triggers (referral_id, event, from_status, to_status, cause_kind, cause_id, at) "
+                 "VALUES (?,?,?,?,?,?,?)", (referral_id, event, from_status, to_status, cause_kind, cause_id, at))
+
+
+def plan_triggers(conn: sqlite3.Connection, after_apply, limit: int = 200) -> int:
+    """Run the outbound rules (and whatever else the engine hooks after a change) on waiting triggers,
+    oldest first; each is planned once (`planned_at`), with `trigger<ID>` as the cause."""
+    from engine.referrals import Applied
+    rows = conn.execute("SELECT * FROM rule_triggers WHERE planned_at IS NULL ORDER BY id LIMIT ?",
+                        (limit,)).fetchall()
+    for row in rows:
+        applied = Applied("applied", row["referral_id"], None, row["event"], row["from_status"], row["to_status"],
+                          cause=f"trigger{row['id']}")
+        if after_apply is not None:
+            after_apply(conn, None, applied)
+        conn.execute("UPDATE rule_triggers SET planned_at=? WHERE id=?", (outbound.now_iso(), row["id"]))
+    return len(rows)
+
+
 class OutboundPlanner:
     """Turns applied referral changes into queued outbound messages, per `outbound.rules`."""
 
@@ -148,7 +180,7 @@ class OutboundPlanner:
         if applied.outcome not in ("created", "applied"):
             return []
         return self.plan(conn, applied.referral_id, applied.event, applied.from_status, applied.to_status,
-                         cause=f"msg{message_id}", message_id=message_id)
+                         cause=applied.cause or f"msg{message_id}", message_id=message_id)
 
     def plan(self, conn: sqlite3.Connection, referral_id: int, event: str | None, from_status: str | None,
              to_status: str | None, *, cause: str, message_id: int | None = None) -> list[int]:

@@ -132,7 +132,8 @@ def reminder_sweep(conn: sqlite3.Connection, cfg: ReminderSchedule, now: datetim
 
 
 def no_show_sweep(conn: sqlite3.Connection, now: datetime, outreach) -> dict:
-    """Referrals in no_show: one follow-up to the patient per no-show, and a next action to re-book."""
+    """Referrals in no_show: one follow-up to the patient per no-show (when outreach is configured:
+    `outreach` not None), and a next action to re-book."""
     store = ReferralStore(conn)
     at = _iso(now)
     followed = 0
@@ -143,8 +144,10 @@ def no_show_sweep(conn: sqlite3.Connection, now: datetime, outreach) -> dict:
         if conn.execute("SELECT 1 FROM referral_events WHERE referral_id=? AND kind='no_show_follow_up' AND "
                         "cause_id=?", (referral_id, key)).fetchone():
             continue
-        outreach.send(conn, referral_id, "no_show_follow_up", now, key=key)
-        store.add_event(referral_id, "no_show_follow_up", None, None, at, ACTOR, key, "patient contacted to re-book")
+        if outreach is not None:
+            outreach.send(conn, referral_id, "no_show_follow_up", now, key=key)
+        store.add_event(referral_id, "no_show_follow_up", None, None, at, ACTOR, key,
+                        "patient contacted to re-book" if outreach is not None else "no patient outreach configured")
         store.set_next_action(referral_id, "No-show: re-book the appointment with the patient", at, ACTOR, at)
         followed += 1
     return {"followed_up": followed}
@@ -180,6 +183,8 @@ class EngineScheduler:
             jobs["reminders"] = (run_reminders, s.reminders.every_minutes * 60)
         if s.no_show_follow_up is not None:
             jobs["no_show_follow_up"] = (run_no_show, s.no_show_follow_up.every_minutes * 60)
+        if config.payers.rules:        # engine/authorization.py: overdue authorizations, pended follow-ups
+            jobs["auth_overdue"] = (run_auth_overdue, config.payers.sweep_every_minutes * 60)
         self.scheduler.start()
         existing = {job.id for job in self.scheduler.get_jobs()}
         for job_id in existing - set(jobs):
@@ -216,8 +221,17 @@ async def _sweep(name: str, fn) -> None:
 
 
 async def retry_pump() -> None:
-    if _ENGINE is not None and _ENGINE.delivery is not None:
-        _ENGINE.delivery.wake()
+    """Wake the delivery workers, after planning what user actions owe (engine.rules.plan_triggers)."""
+    engine = _ENGINE
+    if engine is None or engine.delivery is None:
+        return
+    if engine.after_apply is not None:
+        from engine.rules import plan_triggers
+        result = await engine.committer.submit(WriterTask("triggers", lambda c: plan_triggers(c, engine.after_apply)),
+                                               background=True)
+        if isinstance(result, Exception):
+            log.error("planning user actions failed", extra={"fields": {"error": type(result).__name__}})
+    engine.delivery.wake()
 
 
 async def run_aging() -> None:
@@ -238,5 +252,12 @@ async def run_reminders() -> None:
 
 async def run_no_show() -> None:
     from engine.outreach import Outreach
-    outreach = Outreach.for_engine(_ENGINE.config)
+    config = _ENGINE.config
+    outreach = Outreach.for_engine(config) if (config.outreach.sms or config.outreach.email) else None
     await _sweep("no_show_follow_up", lambda conn: no_show_sweep(conn, datetime.now(timezone.utc), outreach))
+
+
+async def run_auth_overdue() -> None:
+    from engine.authorization import Authorizations
+    authorizations = Authorizations(_ENGINE.config)
+    await _sweep("auth_overdue", lambda conn: authorizations.sweep(conn, datetime.now(timezone.utc)))

@@ -111,7 +111,28 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     migrate_outbound(db)
 
 
-MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3), (4, _migrate_4)]
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    from engine.fax_intake import migrate_faxes
+    migrate_faxes(db)
+
+
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    from engine.web.schema import migrate_web
+    migrate_web(db)
+
+
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    from engine.payers import migrate_payers
+    migrate_payers(db)
+
+
+def _migrate_8(db: sqlite_utils.Database) -> None:
+    from engine.rules import migrate_triggers
+    migrate_triggers(db)
+
+
+MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3), (4, _migrate_4), (5, _migrate_5), (6, _migrate_6),
+              (7, _migrate_7), (8, _migrate_8)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -277,3 +277,30 @@ def test_a_patient_reminder_reaches_a_real_smtp_server_and_the_timeline(tmp_path
     kinds = [r[0] for r in conn.execute("SELECT kind FROM referral_events WHERE referral_id=1")]
     assert "outreach" in kinds
     assert conn.execute("SELECT status FROM outbound WHERE message_type='email'").fetchone()[0] == "sent"
+
+
+def test_a_coordinators_decision_reaches_the_rules_a_return_referral_goes_back(tmp_path):
+    from engine import coordinator
+    rule = """    - name: declined_back_to_referrer
+      on: ["status:declined"]
+      send: rri_i12
+      to: referring_ehr
+"""
+    with MLLPReceiver() as ehr:
+        engine = EngineThread(load_config(loop_config(tmp_path, ehr.port, extra_rules=rule))).start()
+        try:
+            send_all(engine.port, STORY[:1])
+            db = engine.config.sqlite_path
+            wait_until(lambda: referral(db)["status"] == "ready", what="referral")
+            conn = sqlite3.connect(db, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            coordinator.set_status(conn, 1, "declined", "dr.haddad", "outside our scope; refer to EP clinic")
+            conn.close()
+            [rri] = ehr.wait_for(1, timeout=20)       # the engine plans it within the retry pump's period
+            wait_until(lambda: referral(db)["outbound"] and referral(db)["outbound"][0]["status"] == "sent",
+                       what="recorded sent")
+        finally:
+            engine.stop()
+    m = parse(rri.decode())
+    assert (get(m, "MSH-9.1"), get(m, "MSH-9.2"), get(m, "RF1-6.1")) == ("RRI", "I12", "RF250304-0481")
+    assert referral(db)["outbound"][0]["rule"] == "declined_back_to_referrer"

@@ -160,7 +160,7 @@ def test_an_unknown_key_lists_the_keys_valid_at_that_place(tmp_path):
     assert source.startswith(f"{path}:8: channels[0].source.max_conections: ")
     assert "valid keys here: host, idle_timeout_seconds, max_connections, max_message_bytes, port, type" in source
     assert top.startswith(f"{path}:9: chanels: ")
-    assert "valid keys here: channels, data_dir, logging, outbound, outreach, processing, referrals, schedules, store, web" in top
+    assert "valid keys here: channels, data_dir, logging, outbound, outreach, payers, processing, referrals, schedules, store, web" in top
 
 
 def test_an_unknown_key_in_a_destination_lists_that_destination_types_keys(tmp_path):
@@ -301,4 +301,4 @@ def test_check_config_exits_2_and_prints_every_problem_on_stderr(tmp_path):
 def test_check_config_accepts_the_default_config():
     result = check_config(Path("config.yaml"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("config.yaml: OK (1 channels;")
+    assert result.stdout.startswith("config.yaml: OK (2 channels;")

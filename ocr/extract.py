@@ -1,0 +1,505 @@
+"""Fields from a read document: label-value pairing by geometry, then prose, then picking.
+
+1. Lines and segments (`ocr.layout`); labels found in every segment (`ocr.labels`).
+2. Sections: labels and headers that open one (PATIENT, Referring Provider, To:, From:)
+   start a zone covering what is below them in their column, and to their right on
+   their own line; zones end at the page break. A generic label (Name, Phone, Fax,
+   NPI, ID) takes its meaning from the zone it sits in.
+3. Values for each label: in its own cell after the colon, else the next cell to the
+   right, else the words below it within its column (table headers, boxed forms);
+   multi-line for reason and diagnoses.
+4. Prose and layout-free evidence (`ocr.prose`): letters, checkbox rows, fax header
+   lines, signature blocks, codes and NPIs anywhere.
+5. Every candidate carries a source score, a validation score and the OCR confidence of
+   its words; the best candidate per field wins, and its confidence is reported.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ocr.fields import choices, dates, icd10, identifiers, names, payers, phones, specialty
+from ocr.fields.digits import fix_digit_token
+from ocr.labels import GENERIC, Label, find_labels
+from ocr.layout import Line, Segment, document_lines, typical_height
+from ocr.model import Page, Word
+
+CONTRACT_FIELDS = (
+    "patient_family_name", "patient_given_name", "patient_dob", "patient_sex", "patient_phone",
+    "patient_mrn", "insurance_payer", "insurance_member_id", "referring_provider_name",
+    "referring_provider_npi", "referring_practice_phone", "referring_practice_fax",
+    "referred_to_specialty", "urgency", "diagnosis_codes", "reason",
+)
+MULTILINE = {"reason", "diagnosis_codes"}
+FAX_HEADER = re.compile(r"\bfrom\b.*\bto\b|\bpage\b|\bp\.?\s*\d+\s*/\s*\d+|\d{1,2}:\d{2}", re.I)
+
+
+@dataclass
+class Candidate:
+    field: str
+    value: object
+    score: float            # trust in where it was found (label in its cell 1.0 ... a guess 0.2)
+    valid: float = 1.0      # how well the value validated
+    conf: float = 1.0       # OCR confidence of its words, 0..1
+    order: float = 0.0      # position in the document, earlier wins ties
+    how: str = ""
+
+    @property
+    def rank(self) -> float:
+        return self.score * (0.7 + 0.3 * self.valid) * (0.85 + 0.15 * self.conf)
+
+
+@dataclass
+class Zone:
+    page: int
+    line_no: int
+    x0: float
+    left: float
+    right: float
+    section: str
+    only_line: bool = False     # the fax machine's header line: FROM/TO there say nothing about the page
+
+
+@dataclass
+class Evidence:
+    """Everything the passes found, by field."""
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)
+
+    def add(self, cand: Candidate) -> None:
+        self.candidates.setdefault(cand.field, []).append(cand)
+
+    def best(self, name: str) -> Candidate | None:
+        cands = self.candidates.get(name) or []
+        return max(cands, key=lambda c: (round(c.rank, 6), -c.order)) if cands else None
+
+
+# ---------------------------------------------------------------- geometry helpers
+
+def word_offsets(seg: Segment) -> list[tuple[int, int]]:
+    spans, pos = [], 0
+    for w in seg.words:
+        spans.append((pos, pos + len(w.text)))
+        pos += len(w.text) + 1
+    return spans
+
+
+def words_between(seg: Segment, start: int, end: int) -> list[Word]:
+    return [w for w, (s, e) in zip(seg.words, word_offsets(seg)) if e > start and s < end]
+
+
+def x_at(seg: Segment, offset: int) -> float:
+    for w, (s, e) in zip(seg.words, word_offsets(seg)):
+        if e > offset:
+            return w.x0
+    return seg.x1
+
+
+def mean_conf(words: list[Word]) -> float:
+    return sum(w.conf for w in words) / len(words) / 100 if words else 0.0
+
+
+@dataclass
+class Span:
+    text: str
+    words: list[Word]
+    how: str
+    lines: int = 1
+    gap: float = 0.0
+
+
+@dataclass
+class FoundLabel:
+    label: Label
+    seg: Segment
+    seg_index: int
+    line: Line
+    x0: float
+    x1: float
+    section: str | None = None
+
+
+# ---------------------------------------------------------------- the passes
+
+class Extractor:
+    def __init__(self, pages: list[Page]):
+        self.pages = pages
+        self.lines = document_lines(pages)
+        self.heights = {p.number: typical_height(p.words) for p in pages}
+        self.by_page: dict[int, list[Line]] = {}
+        for line in self.lines:
+            self.by_page.setdefault(line.page, []).append(line)
+        self.labels: list[FoundLabel] = []
+        self.seg_labels: dict[int, list[Label]] = {}
+        self.zones: list[Zone] = []
+        self.ev = Evidence()
+
+    def run(self) -> Evidence:
+        self._find_labels()
+        self._build_zones()
+        for fl in self.labels:
+            fl.section = self.section_at(fl.line, fl.x0)
+        for fl in self.labels:
+            self._values_for(fl)
+        from ocr import prose
+        prose.add_evidence(self)
+        return self.ev
+
+    # -- labels and zones
+    def _find_labels(self) -> None:
+        for line in self.lines:
+            for si, seg in enumerate(line.segments):
+                found = find_labels(seg.text)
+                self.seg_labels[id(seg)] = found
+                for lab in found:
+                    lw = words_between(seg, lab.start, lab.end) or seg.words[:1]
+                    self.labels.append(FoundLabel(lab, seg, si, line, lw[0].x0, max(w.x1 for w in lw)))
+
+    def _build_zones(self) -> None:
+        by_line: dict[int, list[FoundLabel]] = {}
+        for fl in self.labels:
+            if fl.label.opens:
+                by_line.setdefault(fl.line.number, []).append(fl)
+        first_on_page: dict[int, int] = {}
+        for line in self.lines:
+            first_on_page.setdefault(line.page, line.number)
+        for line_no, fls in by_line.items():
+            fls.sort(key=lambda f: f.x0)
+            line = fls[0].line
+            only_line = line.number == first_on_page[line.page] and bool(FAX_HEADER.search(line.text))
+            for i, fl in enumerate(fls):
+                left = fls[i - 1].x1 if i > 0 else 0.0
+                right = fls[i + 1].x0 if i + 1 < len(fls) else float("inf")
+                self.zones.append(Zone(fl.line.page, line_no, fl.x0, left, right, fl.label.opens, only_line))
+        self.first_zone_line = {}
+        for z in self.zones:
+            if not z.only_line:
+                self.first_zone_line[z.page] = min(self.first_zone_line.get(z.page, z.line_no), z.line_no)
+
+    def section_at(self, line: Line, x: float) -> str | None:
+        best = None
+        for z in self.zones:
+            if z.page != line.page or z.line_no > line.number:
+                continue
+            if z.only_line and z.line_no != line.number:
+                continue
+            if z.line_no == line.number and z.x0 > x + 1:
+                continue
+            if not (z.left - 1 <= x < z.right):
+                continue
+            key = (z.line_no, -abs(z.x0 - x))
+            if best is None or key > best[0]:
+                best = (key, z)
+        if best:
+            return best[1].section
+        if line.number < self.first_zone_line.get(line.page, 10 ** 9):
+            return "letterhead"       # above every section: the sending practice's letterhead
+        return None
+
+    def starts_with_label(self, seg: Segment) -> bool:
+        labs = self.seg_labels.get(id(seg), [])
+        return bool(labs) and labs[0].start == 0
+
+    # -- values next to a label
+    def spans_for(self, fl: FoundLabel, multiline: bool = False) -> list[Span]:
+        seg, lab = fl.seg, fl.label
+        labs = self.seg_labels[id(seg)]
+        nxt = next((l for l in labs if l.start >= lab.end), None)
+        end = nxt.start if nxt else len(seg.text)
+        spans: list[Span] = []
+        inline = seg.text[lab.end:end].strip(" :;-|_=")
+        if inline:
+            spans.append(Span(inline, words_between(seg, lab.end, end), "same_cell"))
+        elif nxt is None and fl.seg_index + 1 < len(fl.line.segments):
+            right = fl.line.segments[fl.seg_index + 1]
+            if not self.starts_with_label(right):
+                rl = self.seg_labels.get(id(right), [])
+                cut = rl[0].start if rl else len(right.text)
+                text = right.text[:cut].strip(" :;-|_=")
+                if text:
+                    spans.append(Span(text, words_between(right, 0, cut), "right"))
+        if True:
+            # value under the label (boxed forms, table headers) or over it (underlined blanks
+            # with the label printed beneath): the nearer one first
+            near = self._below(fl) + self._above(fl)
+            # a colon points forward: then the value below wins over the one above
+            # a value above must be clearly nearer than the one below (boxed forms put the
+            # previous box's value just above the label)
+            spans.extend(sorted(near, key=lambda sp: (lab.colon and sp.how == "above",
+                                                      sp.gap * (1.5 if sp.how == "above" else 1.0))))
+        if multiline and spans:
+            spans[0] = self._continue(fl, spans[0])
+        return spans
+
+    def _column(self, fl: FoundLabel) -> tuple[float, float]:
+        h = self.heights[fl.line.page]
+        segs = fl.line.segments
+        left = segs[fl.seg_index - 1].x1 + 0.5 * h if fl.seg_index > 0 else 0.0
+        left = max(left, fl.x0 - 3 * h) if fl.seg_index > 0 else fl.x0 - 3 * h
+        right = segs[fl.seg_index + 1].x0 - 0.5 * h if fl.seg_index + 1 < len(segs) else float("inf")
+        labs = self.seg_labels[id(fl.seg)]
+        nxt = next((l for l in labs if l.start >= fl.label.end), None)
+        if nxt is not None:
+            right = min(right, x_at(fl.seg, nxt.start) - 0.5 * h)
+        return left, right
+
+    def _below(self, fl: FoundLabel) -> list[Span]:
+        return self._vertical(fl, +1)
+
+    def _above(self, fl: FoundLabel) -> list[Span]:
+        return self._vertical(fl, -1)
+
+    def _vertical(self, fl: FoundLabel, direction: int) -> list[Span]:
+        """Values in the label's column on the next two lines below (+1) or above (-1) it.
+
+        Stops at a line whose words in the column start with a label (the next row of the
+        form). Above, a line holding any label is not a value (it is the previous row)."""
+        h = self.heights[fl.line.page]
+        left, right = self._column(fl)
+        lines = self.by_page[fl.line.page]
+        idx = lines.index(fl.line)
+        near = lines[idx + 1: idx + 3] if direction > 0 else list(reversed(lines[max(0, idx - 2):idx]))
+        out: list[Span] = []
+        for other in near:
+            gap = other.y0 - fl.line.y1 if direction > 0 else fl.line.y0 - other.y1
+            if gap > (3.0 if direction > 0 else 2.0) * h:
+                break
+            ws = [w for w in other.words if left <= w.x0 < right]
+            if not ws:
+                continue
+            seg = next((s for s in other.segments if s.words and s.words[0] is ws[0]), None)
+            if seg is not None and self.starts_with_label(seg):
+                break
+            text = " ".join(w.text for w in ws)
+            labs = find_labels(text)
+            if labs and (labs[0].start == 0 or direction < 0):
+                break
+            if labs:
+                text = text[:labs[0].start]
+            out.append(Span(text.strip(" :;-|_"), ws, "below" if direction > 0 else "above", gap=gap))
+        return out
+
+    def _continue(self, fl: FoundLabel, span: Span) -> Span:
+        """Extend a reason/diagnosis value with the lines that carry on below it."""
+        h = self.heights[fl.line.page]
+        lines = self.by_page[fl.line.page]
+        start_line = next((l for l in lines if span.words and span.words[-1] in l.words), fl.line)
+        idx = lines.index(start_line)
+        x_start = span.words[0].x0 if span.words else fl.x0
+        left_bound = min(fl.x0, x_start) - 1.5 * h
+        text, words, n = span.text, list(span.words), 1
+        prev = start_line
+        for below in lines[idx + 1: idx + 8]:
+            if below.y0 - prev.y1 > 1.8 * h:
+                break
+            seg = below.segments[0]
+            if seg.x0 < left_bound or seg.x0 > x_start + 2 * h:
+                break
+            if self.starts_with_label(seg) or self._is_header(seg):
+                break
+            text += " " + seg.text
+            words += seg.words
+            n += 1
+            prev = below
+        return Span(text, words, span.how, n)
+
+    def _is_header(self, seg: Segment) -> bool:
+        t = seg.text.strip()
+        return t.isupper() and len(t.split()) <= 4 and not re.search(r"\d", t)
+
+    # -- one label -> candidates
+    def _values_for(self, fl: FoundLabel) -> None:
+        lab = fl.label
+        target = lab.field
+        if target is None:
+            return
+        score = {2: 1.0, 1: 1.0, 0: 0.9}[lab.strength]
+        if target in GENERIC:
+            target = GENERIC[target].get(fl.section)
+            if target is None:
+                return
+            score = 0.85 if fl.section not in (None, "letterhead") else (0.6 if fl.section else 0.5)
+        if fl.section in ("to", "other") and target.startswith("referring"):
+            if lab.field in GENERIC or lab.opens is None:
+                return
+        if fl.section == "other" and target.startswith("patient") and lab.strength < 2:
+            if lab.field in GENERIC:
+                return
+        parse = PARSERS.get(target)
+        if parse is None:
+            return
+        for i, span in enumerate(self.spans_for(fl, multiline=target in MULTILINE)):
+            parsed = parse(span.text)
+            if parsed is None:
+                continue
+            value, valid = parsed
+            if target == "insurance_payer" and valid < 0.6 and span.how in ("above", "below"):
+                continue        # an unknown plan name is believed only right next to its label
+            how_penalty = {"same_cell": 1.0, "right": 0.97, "below": 0.93, "above": 0.9}[span.how]
+            if target == "referring_provider_name" and fl.section == "to":
+                how_penalty *= 0.5
+            order = fl.line.number * 10000 + fl.x0
+            self.ev.add(Candidate(target, value, score * how_penalty, valid, mean_conf(span.words), order,
+                                  f"label:{span.how}"))
+            if target == "patient_name":
+                given, family = value
+                self.ev.add(Candidate("patient_given_name", given, score * how_penalty * 0.98, valid,
+                                      mean_conf(span.words), order, f"label:{span.how}"))
+                self.ev.add(Candidate("patient_family_name", family, score * how_penalty * 0.98, valid,
+                                      mean_conf(span.words), order, f"label:{span.how}"))
+            break
+
+
+# ---------------------------------------------------------------- value parsers: text -> (value, validity)
+
+def _name(text: str):
+    text = re.split(r"\s{2,}|\t|\|", text.strip())[0]
+    tokens = text.split()
+    tries = [text]
+    if "," in text:
+        head, _, tail = text.partition(",")
+        tail_tokens = tail.split()
+        for n in (3, 2, 1):
+            if len(tail_tokens) > n:
+                tries.append(head + ", " + " ".join(tail_tokens[:n]))
+    else:
+        for n in (4, 3, 2):
+            if len(tokens) > n:
+                tries.append(" ".join(tokens[:n]))
+    for t in tries:
+        got = names.split_name(t)
+        if got:
+            return got, 1.0 if t == text else 0.85
+    return None
+
+
+def _provider_name(text: str):
+    text = text.strip()
+    if not text:
+        return None
+    parts = [p.strip() for p in re.split(r"\s{2,}|\||/|;", text) if p.strip()]
+    text = parts[0] if parts else text
+    if "," in text:
+        head, _, tail = text.partition(",")
+        head_tokens = [t for t in head.split() if t.lower().strip(".") not in names.TITLES]
+        tail_first = tail.split()[0].strip(".,").lower() if tail.split() else ""
+        if len(head_tokens) >= 2 and not all(t.lower() in names.PARTICLES for t in head_tokens[:-1]) \
+                or tail_first in names.CREDENTIALS or names.looks_like_org(tail):
+            text = head
+    if names.looks_like_org(text):
+        return None
+    got = _name(text)
+    return got if got else None
+
+
+def _single_name(text: str):
+    tok = re.split(r"\s{2,}|,|\|", text.strip())[0].strip(" .:;")
+    if not tok or re.search(r"\d", tok) or len(tok.split()) > 3:
+        return None
+    words = tok.split()
+    if words[0].lower() in names.NOT_NAME or not re.fullmatch(r"[A-Za-z][A-Za-z'\-\. ]+", tok):
+        return None
+    if len(words) > 1 and words[0].lower() not in names.PARTICLES:
+        tok = words[0]      # "Jane Q" -> Jane; "Van Dyke" stays
+    return " ".join(names.proper_case(w) for w in tok.split()), 1.0
+
+
+def _dob(text: str):
+    found = dates.find_dates(text[:40], past=True)
+    if not found:
+        return None
+    return found[0][0], 1.0 if found[0][1] <= 2 else 0.85
+
+
+def _phone(text: str):
+    found = phones.find_phones(text[:40])
+    if not found:
+        return None
+    return found[0][0], 1.0 if found[0][1] <= 3 else 0.8
+
+
+def _sex(text: str):
+    v = choices.parse_sex(text[:40])
+    return (v, 1.0) if v else None
+
+
+def _mrn(text: str):
+    ident = identifiers.parse_identifier(text[:40], min_len=3)
+    if not ident:
+        return None
+    return identifiers.fix_id_ocr(ident), 0.9
+
+
+def _member(text: str):
+    ident = identifiers.parse_identifier(text[:50], min_len=4)
+    if not ident:
+        return None
+    return identifiers.fix_id_ocr(ident), 0.9
+
+
+def _payer(text: str):
+    got = payers.match_payer(text)
+    return (got[0], got[1]) if got else None
+
+
+def _npi(text: str):
+    text = " ".join(fix_digit_token(t) for t in text[:40].split())
+    found = identifiers.find_npis(text)
+    if found:
+        return found[0][0], 1.0
+    return None
+
+
+def _specialty(text: str):
+    v = specialty.parse_specialty(text[:120])
+    return (v, 1.0) if v else None
+
+
+def _urgency(text: str):
+    v = choices.parse_urgency(text[:80])
+    return (v, 1.0) if v else None
+
+
+def _codes(text: str):
+    codes = icd10.find_codes(text, labelled=True)
+    return (codes, 1.0) if codes else None
+
+
+def _reason(text: str):
+    text = re.sub(r"\s+", " ", text).strip(" :;-|_")
+    if len(text) < 3 or not re.search(r"[A-Za-z]{3}", text):
+        return None
+    return text, 1.0
+
+
+PARSERS = {
+    "patient_name": _name, "patient_family_name": _single_name, "patient_given_name": _single_name,
+    "patient_dob": _dob, "patient_sex": _sex, "patient_phone": _phone, "patient_mrn": _mrn,
+    "insurance_payer": _payer, "insurance_member_id": _member, "referring_provider_name": _provider_name,
+    "referring_provider_npi": _npi, "referring_practice_phone": _phone, "referring_practice_fax": _phone,
+    "referred_to_specialty": _specialty, "urgency": _urgency, "diagnosis_codes": _codes, "reason": _reason,
+}
+
+
+# ---------------------------------------------------------------- the result
+
+def extract_fields(pages: list[Page]) -> dict:
+    """The contract dict (fields, `confidence`, `evidence`) for the pages' words."""
+    ev = Extractor(pages).run()
+    out: dict = {}
+    confidence: dict[str, float] = {}
+    how: dict[str, str] = {}
+    for name in CONTRACT_FIELDS:
+        best = ev.best(name)
+        if best is None:
+            out[name] = [] if name == "diagnosis_codes" else None
+            confidence[name] = 0.0
+            continue
+        value = best.value
+        if name == "referring_provider_name":
+            value = f"{value[0]} {value[1]}"
+        out[name] = value
+        confidence[name] = round(max(0.0, min(1.0, best.score * best.valid * (0.4 + 0.6 * best.conf))), 2)
+        how[name] = best.how
+    out["confidence"] = confidence
+    out["evidence"] = how
+    return out

@@ -1,0 +1,248 @@
+"""The label lexicon: how referral forms name each field, and which section a label opens.
+
+Each entry is (pattern, field, opens, strength):
+- `pattern` is a regex over the label's words (case-insensitive; OCR-tolerant where
+  tesseract is known to slip: 0/o in DOB, 1/l in "Tel").
+- `field` is a contract field, or a generic one (`name`, `phone`, `fax`, `npi`, `id`,
+  `address`) that the section decides (Phone under PATIENT is the patient's), or
+  None for a pure section header.
+- `opens` is the section the label starts for what follows below/right of it:
+  patient, referring, to (the specialist, whose details are not ours), insurance,
+  clinical, other (subscriber, emergency contact: nobody we report).
+- `strength` 2 = unmistakable anywhere ("D.O.B.", "NPI"), 1 = specific but needs a
+  colon or its own cell, 0 = a common word ("Name", "Phone") that is a label only
+  with a colon or alone in its cell.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ = None
+PT = r"(?:patient'?s?|pt\.?|client|member)"
+REF = r"(?:referring|ref\.?|referral|requesting|ordering|sending)"
+DOC = r"(?:provider|physician|doctor|dr\.?|md|clinician|practitioner|prescriber)"
+PRACT = r"(?:practice|office|clinic|provider|physician|doctor|facility|sender'?s?|return|reply|callback|call\s*back)"
+
+LEXICON: list[tuple[str, str | None, str | None, int]] = [
+    # --- patient
+    (rf"{PT}\s*(?:full\s+|legal\s+)?name(?:\s*\(\s*last\s*,\s*first\s*\))?", "patient_name", "patient", 1),
+    (r"name\s+of\s+patient|patient\s+/\s+member\s+name|member\s+name|patient\s+information\s+name", "patient_name", "patient", 1),
+    (rf"(?:{PT}\s*)?(?:last|family|sur)\s*name", "patient_family_name", "patient", 1),
+    (rf"(?:{PT}\s*)?(?:first|given)\s*name", "patient_given_name", "patient", 1),
+    (r"(?:re|regarding|subject|patient\s+re)", "patient_name", "patient", 0),
+    (r"patient|pt\.?", "patient_name", "patient", 0),
+    (rf"(?:{PT}\s*)?(?:d\.?\s?[o0]\.?\s?b\.?|date\s+of\s+birth|birth\s*date|birth\s+dt|bdate|dob)", "patient_dob", "patient", 2),
+    (r"born(?:\s+on)?", "patient_dob", _, 0),
+    (rf"(?:{PT}\s*)?(?:sex|gender|sex\s*/\s*gender|gender\s*/\s*sex|m\s*/\s*f)", "patient_sex", "patient", 1),
+    (rf"(?:{PT}\s*)(?:phone|tel\.?|telephone|contact|ph\.?|cell|mobile)(?:\s+(?:number|no\.?|#))?", "patient_phone", "patient", 1),
+    (r"(?:home|hm|cell|mobile|primary|best|daytime|evening)\s*(?:phone|tel\.?|telephone|number|ph\.?|#)", "patient_phone", _, 1),
+    (r"contact\s*(?:phone|tel\.?|telephone|number|ph\.?|#|no\.?)|contact", "phone", _, 1),
+    (r"phone\s*\((?:home|cell|mobile|h|c)\)|cell|mobile|home", "patient_phone", _, 0),
+    (rf"(?:{PT}\s*)?(?:mrn[e£]?|m\.r\.n\.?|mr\s*#|mr\s+(?:no|number)|medical\s+record(?:\s+(?:number|no\.?|#))?|med\.?\s*rec\.?(?:\s*#)?|chart(?:\s+(?:number|no\.?|#|id))?|record\s*#)", "patient_mrn", "patient", 2),
+    (r"(?:patient'?s?|pt\.?|client)\s*(?:id|identifier|account|acct\.?)", "patient_mrn", "patient", 1),
+    # --- insurance
+    (r"(?:primary\s+|secondary\s+)?(?:insurance|ins\.?)\s*(?:carrier|company|plan|name|provider|payer|payor|co\.?)?(?:\s+name)?", "insurance_payer", "insurance", 1),
+    (r"health\s+plan(?:\s+name)?|plan\s+name|(?:payer|payor|carrier)(?:\s+name)?|coverage|insurer", "insurance_payer", "insurance", 1),
+    (r"(?:member|mbr\.?|subscriber|policy|insurance|ins\.?|insured|beneficiary|medicaid|medicare|plan)\s*(?:id|identification|#|no\.?|number|num)(?:\s*(?:#|no\.?|number))?", "insurance_member_id", "insurance", 2),
+    (r"id\s*(?:#|no\.?|number)|identification\s+(?:#|no\.?|number)", "id", _, 0),
+    (r"group\s*(?:#|no\.?|number|id)?|grp\s*#?", None, "insurance", 1),
+    # --- referring provider
+    (rf"{REF}\s*{DOC}(?:\s*name)?|referred\s+by|referral\s+from|{REF}\s+(?:provider|physician)\s*/\s*practice", "referring_provider_name", "referring", 1),
+    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|signed\s+by|electronically\s+signed\s+by|signature)", "referring_provider_name", "referring", 1),
+    (rf"(?:{REF}\s*)?{DOC}\s+npi|{REF}\s+npi|npi\s*(?:#|no\.?|number|num)?|n\.p\.i\.?", "npi", _, 2),
+    (rf"{REF}\s+(?:practice|office|clinic|facility)(?:\s+name)?|practice(?:\s+name)?|clinic(?:\s+name)?|office(?:\s+name)?|facility", None, "referring", 1),
+    (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?(?:phone|tel\.?|telephone|ph\.?)|(?:office|practice|clinic|provider|physician|doctor'?s?|callback|call\s*back)\s+(?:phone|tel\.?|telephone|ph\.?|#)", "referring_practice_phone", "referring", 1),
+    (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?fax|{PRACT}\s+fax(?:\s*(?:#|no\.?|number))?|fax\s+back(?:\s+to)?|please\s+fax\s+(?:back|results|response)(?:\s+to)?|fax\s+(?:results|response|reply)\s+to", "referring_practice_fax", "referring", 1),
+    (r"provider|physician|doctor|practitioner", "name", "referring", 0),
+    # --- generic contact fields: the section decides whose they are
+    (r"(?:phone|telephone|tel\.?|ph\.?|p|t|o|voice)(?:\s*(?:#|no\.?|number))?", "phone", _, 0),
+    (r"(?:fax|facsimile|f|fx)(?:\s*(?:#|no\.?|number))?", "fax", _, 0),
+    (r"name|full\s+name", "name", _, 0),
+    (r"address|street|city|state|zip|e-?mail", "address", _, 0),
+    # --- referral
+    (r"(?:referred|refer|referral|referring)\s+to(?:\s+(?:specialty|specialist|department|service|provider|clinic))?|consult(?:ation)?\s+(?:to|with|requested\s+with)", "referred_to_specialty", "to", 1),
+    (r"(?:requested\s+)?special(?:i)?ty(?:\s+(?:requested|needed|referred\s+to|type))?|speciality|(?:requested\s+)?service(?:\s+requested)?|department|dept\.?|referral\s+type|consult\s+type|consultation\s+type|type\s+of\s+(?:referral|consult(?:ation)?|specialist)", "referred_to_specialty", _, 1),
+    (r"(?:referral\s+|request\s+)?(?:urgency|priority)(?:\s+level)?|urgency\s*/\s*priority", "urgency", _, 1),
+    (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
+    (r"reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
+    # --- sections without a field of their own
+    (rf"{PT}\s+(?:information|info|demographics|details|data)|demographics|patient\s+/\s+member", None, "patient", 1),
+    (rf"{REF}\s+(?:provider|physician|practice|office|clinic|source)(?:\s+information)?|{REF}\s+information|from|sender|sent\s+by", None, "referring", 1),
+    (r"to|recipient|attn\.?|attention|consultant|specialist|receiving\s+(?:provider|practice|clinic)|referred\s+to\s+provider|(?:specialist|consultant)\s+information", None, "to", 1),
+    (r"(?:insurance|coverage|payer|billing)\s+(?:information|info|details)", None, "insurance", 1),
+    (r"(?:subscriber|policy\s*holder|guarantor|insured|responsible\s+party|emerg(?:ency|\.)?\s+contact|next\s+of\s+kin|contact\s+person|caregiver|parent|guardian)(?:\s+(?:information|name|info))?", None, "other", 1),
+    (r"clinical\s+(?:information|details|summary)|medical\s+history|history|medications?|allergies|vitals|assessment(?:\s+and\s+plan)?", None, "clinical", 1),
+]
+
+# generic field -> contract field, by section
+GENERIC = {
+    "name": {"patient": "patient_name", "referring": "referring_provider_name", None: "patient_name",
+             "letterhead": "patient_name", "clinical": "patient_name"},
+    "phone": {"patient": "patient_phone", "referring": "referring_practice_phone",
+              "letterhead": "referring_practice_phone"},
+    "fax": {"referring": "referring_practice_fax", "letterhead": "referring_practice_fax",
+            None: "referring_practice_fax"},
+    "npi": {"referring": "referring_provider_npi", "patient": "referring_provider_npi",
+            "clinical": "referring_provider_npi", "insurance": "referring_provider_npi",
+            "letterhead": "referring_provider_npi", None: "referring_provider_npi"},
+    "id": {"patient": "patient_mrn", "insurance": "insurance_member_id"},
+}
+
+TAIL = r"(?:\s*\(\s*s\s*\))?(?:\s*\((?:last|first|mm|dd|yyyy|m/f|if|home|cell|print)[^)]{0,30}\))?\s*(?:#|no\b\.?|number\b|num\b\.?|nbr\b)?\s*([:;=]|\.(?=\s)|-(?=\s)|#)?"
+
+
+@dataclass(frozen=True)
+class Label:
+    field: str | None
+    opens: str | None
+    strength: int
+    start: int          # character offsets in the segment text
+    end: int            # end of the label including its colon
+    colon: bool
+
+
+_COMPILED = [(re.compile(r"(?:" + p + r")(?![A-Za-z0-9])" + TAIL, re.I), f, o, s) for p, f, o, s in LEXICON]
+_STARTS = re.compile(r"(?:^|(?<=[\s|(\[]))[\"'\u201c\u2018\u2019\u201d|_~.,:;\u2014\-]*(?=\S)")
+
+
+JUNK = " \"'\u201c\u2018\u2019\u201d|_~.,:;\u2014-"
+
+
+def find_labels(text: str) -> list[Label]:
+    """Labels in a segment's text, left to right, not overlapping.
+
+    At the start of the segment any label counts (weak ones only when followed by a
+    colon, or alone in the segment). Further in, a label must end with a colon, or
+    be strong (DOB, MRN, NPI) — so prose words like "patient" or "name" are not labels.
+    """
+    out: list[Label] = []
+    pos_limit = 0
+    for m in _STARTS.finditer(text):
+        pos = m.end()
+        if pos < pos_limit:
+            continue
+        best = None
+        for rx, field, opens, strength in _COMPILED:
+            mm = rx.match(text, pos)
+            if not mm:
+                continue
+            colon = bool(mm.group(1))
+            end = mm.end()
+            rest = text[end:].strip()
+            at_start = pos == 0 or text[:pos].strip(JUNK) == ""
+            if strength == 0 and not (colon or (at_start and not rest)):
+                continue
+            if mm.end(0) - pos <= 2 and not colon:
+                continue                       # "F", "P", "T" are labels only as "F:" (else a value)
+            if strength == 1 and not (colon or at_start):
+                continue
+            if not at_start and strength < 2 and mm.group(1) not in (":", ";", "=", "#"):
+                continue                       # mid-sentence "by fax." is prose, not a label
+            if strength == 1 and at_start and not colon and rest and field is None and opens is not None:
+                continue                       # "Clinic hours are..." is prose, not a header
+            if best is None or end > best.end:
+                best = Label(field, opens, strength, pos, end, colon)
+        if best is None and (pos == 0 or text[:pos].strip(JUNK) == ""):
+            best = _fuzzy_label(text, pos)
+        if best is not None:
+            out.append(best)
+            pos_limit = best.end
+    return out
+
+
+# OCR garbles small label print ("BIAGNOSIS", "REFERRINGMD"): at the start of a cell, the
+# letters of these phrases are compared with spaces removed and a little fuzz allowed.
+FUZZY_LABELS: list[tuple[str, str | None, str | None, int]] = [
+    ("patient name", "patient_name", "patient", 1), ("patient", "patient_name", "patient", 0),
+    ("date of birth", "patient_dob", "patient", 2), ("birth date", "patient_dob", "patient", 2),
+    ("dob", "patient_dob", "patient", 2), ("gender", "patient_sex", "patient", 1), ("sex", "patient_sex", "patient", 1),
+    ("last name", "patient_family_name", "patient", 1), ("first name", "patient_given_name", "patient", 1),
+    ("patient last name", "patient_family_name", "patient", 1), ("patient first name", "patient_given_name", "patient", 1),
+    ("given name", "patient_given_name", "patient", 1), ("family name", "patient_family_name", "patient", 1),
+    ("medical record number", "patient_mrn", "patient", 2), ("medical record", "patient_mrn", "patient", 2),
+    ("mrn", "patient_mrn", "patient", 2), ("chart", "patient_mrn", "patient", 1), ("chart number", "patient_mrn", "patient", 1),
+    ("home phone", "patient_phone", None, 1), ("patient phone", "patient_phone", "patient", 1),
+    ("cell phone", "patient_phone", None, 1), ("contact", "phone", None, 1),
+    ("insurance", "insurance_payer", "insurance", 1), ("insurance carrier", "insurance_payer", "insurance", 1),
+    ("insurance plan", "insurance_payer", "insurance", 1), ("ins carrier", "insurance_payer", "insurance", 1),
+    ("health plan", "insurance_payer", "insurance", 1), ("payer", "insurance_payer", "insurance", 1),
+    ("member id", "insurance_member_id", "insurance", 2), ("subscriber id", "insurance_member_id", "insurance", 2),
+    ("insurance id", "insurance_member_id", "insurance", 2), ("policy number", "insurance_member_id", "insurance", 2),
+    ("member number", "insurance_member_id", "insurance", 2), ("policy", "insurance_member_id", "insurance", 1),
+    ("referring provider", "referring_provider_name", "referring", 1),
+    ("referring physician", "referring_provider_name", "referring", 1),
+    ("referring md", "referring_provider_name", "referring", 1),
+    ("referring doctor", "referring_provider_name", "referring", 1),
+    ("ordering provider", "referring_provider_name", "referring", 1), ("referred by", "referring_provider_name", "referring", 1),
+    ("npi", "npi", None, 2), ("npi no", "npi", None, 2), ("npi number", "npi", None, 2),
+    ("office phone", "referring_practice_phone", "referring", 1), ("office fax", "referring_practice_fax", "referring", 1),
+    ("practice phone", "referring_practice_phone", "referring", 1), ("practice fax", "referring_practice_fax", "referring", 1),
+    ("fax back", "referring_practice_fax", "referring", 1), ("return fax", "referring_practice_fax", "referring", 1),
+    ("phone", "phone", None, 0), ("fax", "fax", None, 0), ("fax no", "fax", None, 0), ("fax number", "fax", None, 0),
+    ("phone no", "phone", None, 0), ("phone number", "phone", None, 0), ("pt name", "patient_name", "patient", 1),
+    ("referred to", "referred_to_specialty", "to", 1), ("refer to", "referred_to_specialty", "to", 1),
+    ("specialty", "referred_to_specialty", None, 1), ("urgency", "urgency", None, 1), ("priority", "urgency", None, 1),
+    ("referral priority", "urgency", None, 1),
+    ("diagnosis", "diagnosis_codes", "clinical", 1), ("diagnosis codes", "diagnosis_codes", "clinical", 1),
+    ("diagnosis code", "diagnosis_codes", "clinical", 1), ("icd10 codes", "diagnosis_codes", "clinical", 1),
+    ("icd10 code", "diagnosis_codes", "clinical", 1),
+    ("reason for referral", "reason", "clinical", 1), ("clinical reason", "reason", "clinical", 1),
+    ("clinical indication", "reason", "clinical", 1), ("reason for consult", "reason", "clinical", 1),
+    ("reason", "reason", "clinical", 1),
+    ("telephone", "phone", None, 0), ("facsimile", "fax", None, 0), ("address", "address", None, 0),
+    ("patient information", None, "patient", 1), ("referring provider information", None, "referring", 1),
+    ("insurance information", None, "insurance", 1), ("referral details", None, None, 1),
+]
+_FUZZY = [(re.sub(r"[^a-z]", "", p), f, o, s) for p, f, o, s in FUZZY_LABELS]
+
+
+# values that look like a label one letter away ("Urgent" ~ "Urgency"): never fuzzy labels
+VALUE_WORDS = {"urgent", "routine", "stat", "male", "female", "other", "unknown", "yes", "no", "none", "fox",
+               "pending", "patients", "specialist", "payers", "referral", "referrals", "dates"}
+
+
+def d_skip(letters: str) -> bool:
+    return letters in VALUE_WORDS
+
+
+def _fuzzy_label(text: str, pos: int) -> Label | None:
+    """A garbled label at `pos` (the start of a cell): Levenshtein over letters, spaces ignored.
+
+    Allowed edits grow with the phrase (about one in five letters); a phrase of three
+    or four letters ("Sex", "NPI") only matches when it is the whole cell."""
+    from rapidfuzz.distance import Levenshtein
+    letters = [(i, c.lower()) for i, c in enumerate(text) if c.isalpha() and i >= pos]
+    if len(letters) < 3:
+        return None
+    flat = "".join(c for _, c in letters)
+    best = None
+    for phrase, field, opens, strength in _FUZZY:
+        n = len(phrase)
+        allowed = int(n * 0.22 + 0.5) if n >= 6 else (1 if n >= 3 else 0)
+        if allowed == 0:
+            continue
+        for L in sorted({n, n - 1, n + 1, n - 2, n + 2}, key=lambda k: abs(k - n)):
+            if L > len(flat) or L < 3:
+                continue
+            if d_skip(flat[:L]):
+                continue
+            d = Levenshtein.distance(phrase, flat[:L])
+            if d > allowed:
+                continue
+            end = letters[L - 1][0] + 1
+            if end < len(text) and text[end].isalpha():
+                continue                      # the label must end where a word ends
+            tail = re.compile(TAIL, re.I).match(text, end)
+            colon = bool(tail and tail.group(1))
+            end = tail.end() if tail else end
+            rest = text[end:].strip(JUNK)
+            if n < 6 and rest and not colon:
+                continue
+            if not colon and rest and strength == 0:
+                continue
+            cand = (2 * d - L, d, Label(field, opens, strength, pos, end, colon))
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+            break
+    return best[2] if best else None
