@@ -208,8 +208,8 @@ def queue_depths(conn: sqlite3.Connection) -> list[dict]:
         if status in PENDING and oldest and (d["oldest_owed"] is None or oldest < d["oldest_owed"]):
             d["oldest_owed"] = oldest
     for d in out.values():
-        row = conn.execute("SELECT last_error FROM outbound WHERE destination=? AND last_error IS NOT NULL "
-                           "ORDER BY updated_at DESC LIMIT 1", (d["destination"],)).fetchone()
+        row = conn.execute("SELECT last_error FROM outbound WHERE destination=? AND status IN ('error','dead') "
+                           "AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1", (d["destination"],)).fetchone()
         d["last_error"] = row[0] if row else None
     return sorted(out.values(), key=lambda d: d["destination"])
 
