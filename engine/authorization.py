@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 from engine import outbound, x12
 from engine.config import EngineConfig, PayerRule, PriorAuthRule
-from engine.eligibility import answer_text, iso_date, originator, subscriber_segments, x12_date
+from engine.eligibility import answer_text, iso_date, originator, subscriber_segments
 from engine.referral_store import ReferralStore
 
 STATUSES = ("requested", "pending", "more_info", "approved", "denied", "not_required", "canceled")

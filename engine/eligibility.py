@@ -22,7 +22,7 @@ import json
 import re
 import sqlite3
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from engine import outbound, x12
@@ -193,8 +193,9 @@ def answer_text(ack: str | None) -> str:
     match = re.match(r"HTTP (\d{3}) ?(.*)\Z", ack or "", re.S)
     body = (match.group(2) if match else ack or "").strip()
     if not body:
-        raise x12.X12Error("HTTP", f"the payer gateway answered {match.group(1) if match else ''} with an empty "
-                                   "body; expected an X12 interchange".replace("  ", " "))
+        status = f"HTTP {match.group(1)}" if match else "nothing"
+        raise x12.X12Error("HTTP", f"the payer gateway answered {status} with an empty body; expected an X12 "
+                                   "interchange")
     return body
 
 
@@ -266,7 +267,7 @@ class Eligibility:
             store.add_event(referral_id, "eligibility", None, coverage.status, at, "payer", f"req{request['id']}",
                             f"answer for the earlier member id ignored: {coverage.summary()}")
             return coverage
-        status = coverage.status if coverage.status != "rejected" else "rejected"
+        status = coverage.status
         store.update(referral_id, {"coverage_status": status, "coverage_plan": coverage.plan,
                                    "coverage_checked_at": at}, at)
         store.add_event(referral_id, "eligibility", referral.get("coverage_status"), status, at, "payer",

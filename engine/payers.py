@@ -120,11 +120,13 @@ def turnaround_days(payer: PayerRule, rule: PriorAuthRule | None) -> float:
 # ---- completeness after a payer's answer ----------------------------------------------------------
 
 def rejudge(conn: sqlite3.Connection, referral_id: int, rules: ReferralsConfig, at: str, cause_kind: str,
-            cause_id, detail: str | None) -> str | None:
+            cause_id, detail: str | None, trigger: bool = True) -> str | None:
     """Re-run the completeness rules (engine.referrals.missing_items, which count inactive coverage as
     missing `active_coverage` and a required, not granted authorization as pending) for a referral before
     scheduling, and move incomplete/ready/auth_pending through `set_status` when the answer changed.
-    Returns the new status, or None when it stays (the `missing` list is refreshed either way)."""
+    Returns the new status, or None when it stays (the `missing` list is refreshed either way).
+    With `trigger` (a payer's answer, a coordinator's decision: changes the outbound rules did not see) the
+    move is noted for the rules (engine.rules.note_trigger), so a `status:ready` rule fires as for a message."""
     from engine.referrals import missing_items
     store = ReferralStore(conn)
     referral = store.get(referral_id)
@@ -138,6 +140,9 @@ def rejudge(conn: sqlite3.Connection, referral_id: int, rules: ReferralsConfig, 
     if current.value in JUDGED and target != current and target in TRANSITIONS[current]:
         store.set_status(referral_id, current.value, target.value, at, cause_kind, cause_id, detail,
                          fields={"missing": missing})
+        if trigger:
+            from engine.rules import note_trigger
+            note_trigger(conn, referral_id, None, current.value, target.value, cause_kind, str(cause_id), at)
         return target.value
     if missing != (referral.get("missing") or []):
         store.update(referral_id, {"missing": missing}, at)
@@ -170,6 +175,7 @@ class PayerDesk:
         if not self.enabled or applied.outcome not in ("created", "applied") or applied.referral_id is None:
             return applied
         referral_id = applied.referral_id
+        cause = getattr(applied, "cause", None) or f"msg{message_id}"
         store = ReferralStore(conn)
         referral = store.get(referral_id)
         if referral is None or referral["status"] not in BEFORE_SCHEDULING:
@@ -179,7 +185,7 @@ class PayerDesk:
         first_time = applied.event in self.cfg.eligibility_on
         if payer is None:
             if first_time:
-                store.add_event(referral_id, "eligibility", None, "unknown_payer", at, ACTOR, f"msg{message_id}",
+                store.add_event(referral_id, "eligibility", None, "unknown_payer", at, ACTOR, cause,
                                 f"payer {referral.get('payer') or '(none)'} is not in payers.rules: verify "
                                 "coverage and authorization by phone or portal")
             return applied
@@ -188,16 +194,21 @@ class PayerDesk:
             store.update(referral_id, {"authorization_required": 1,
                                        "authorization_status": referral.get("authorization_status") or "required"},
                          at)
-            store.add_event(referral_id, "authorization", None, "required", at, ACTOR, f"msg{message_id}",
+            store.add_event(referral_id, "authorization", None, "required", at, ACTOR, cause,
                             f"{payer.name} requires prior authorization for {referral.get('specialty') or 'this service'}"
                             + (f"; documents: {', '.join(rule.documents)}" if rule.documents else ""))
             referral = store.get(referral_id)
         if payer.eligibility:
             self.eligibility.ask(conn, referral, payer, message_id, first_time=first_time, at=at)
         elif rule is not None:
-            self.authorizations.request(conn, referral, payer, rule, at=at, cause=f"msg{message_id}")
-        moved = rejudge(conn, referral_id, self.config.referrals, at, "payer", f"msg{message_id}",
-                        f"prior authorization required by {payer.name}" if rule is not None else None)
+            self.authorizations.request(conn, referral, payer, rule, at=at, cause=cause)
+        if message_id is None:
+            # A change made outside the writer (engine.rules.plan_triggers: a coordinator's status change, a
+            # fax accepted in review): ask the payer, but leave the status the person chose alone.
+            return applied
+        # the outbound rules run right after this hook with the Applied it returns: no trigger needed
+        moved = rejudge(conn, referral_id, self.config.referrals, at, "payer", cause,
+                        f"prior authorization required by {payer.name}" if rule is not None else None, trigger=False)
         if moved is None:
             return applied
         return dataclasses.replace(applied, to_status=moved)

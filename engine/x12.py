@@ -96,8 +96,7 @@ def interchange(transaction: list[str], *, functional_id: str, version: str, sen
     isa = ELEMENT.join(["ISA", "00", " " * 10, "00", " " * 10, "ZZ", clean(sender_id)[:15].ljust(15),
                         "ZZ", clean(receiver_id)[:15].ljust(15), at.strftime("%y%m%d"), at.strftime("%H%M"),
                         REPETITION, "00501", isa13, "0", "P" if production else "T", COMPONENT])
-    st_id = transaction[0].split(ELEMENT, 1)[0] if transaction and transaction[0].startswith("ST") else None
-    if st_id:
+    if transaction and transaction[0].startswith(f"ST{ELEMENT}"):
         raise ValueError("pass the transaction from BHT on; ST/SE are added here")
     set_id = {"HS": "270", "HB": "271", "HI": "278"}[functional_id]
     body = [segment("ST", set_id, st02, version), *transaction]

@@ -105,6 +105,9 @@ def test_auth_required_referral_278_pending_then_approved_then_ready(tmp_path, p
     last = rows(db, "SELECT * FROM status_history ORDER BY id")[-1]
     assert (last["from_status"], last["to_status"], last["cause_kind"]) == ("auth_pending", "ready", "payer")
     assert len(payer.received) == 3 and x12.validate(payer.received[2], "278_request") == []
+    # the move the payer's answer caused reaches the outbound rules like a message's would
+    assert [(t["from_status"], t["to_status"], t["cause_kind"]) for t in rows(db, "SELECT * FROM rule_triggers")] \
+        == [("auth_pending", "ready", "payer")]
     doc = json.loads(cli(path, "auth", "1", "--json").stdout)
     [a] = doc["authorizations"]
     assert a["status"] == "approved" and [q["outcome"] for q in a["requests"]] == ["pending", "approved"]
@@ -160,6 +163,7 @@ def test_more_info_then_a_decision_by_phone_with_auth_set(tmp_path, payer):
     assert (r["status"], r["authorization_number"], r["authorization_valid_to"]) == ("ready", "PH-2211", "2027-02-28")
     last = rows(db, "SELECT * FROM status_history ORDER BY id")[-1]
     assert (last["to_status"], last["cause_kind"], last["cause_id"]) == ("ready", "user", "alice")
+    assert [(t["to_status"], t["cause_kind"]) for t in rows(db, "SELECT * FROM rule_triggers")] == [("ready", "user")]
     auth = row(db, "SELECT * FROM authorizations WHERE referral_id=1")
     assert (auth["status"], auth["decided_by"]) == ("approved", "alice")
 
@@ -190,6 +194,7 @@ def test_a_malformed_278_and_an_overdue_authorization(tmp_path, payer):
     assert [e["to_value"] for e in rows(db, "SELECT * FROM referral_events WHERE kind='auth_overdue'")] == ["1"]
 
 
+@pytest.mark.slow
 def test_pas_bundle_export_validates_with_fhir_resources(tmp_path):
     from fhir.resources.R4B.bundle import Bundle
     path = payer_config(tmp_path, "http://127.0.0.1:9/x12", auth_specialties=("cardiology",))

@@ -22,7 +22,7 @@ from engine.eligibility import inquiry_270, read_271
 from payer_simulator import PayerSimulator, Rules
 from payer_simulator.server import Payer
 from tests.conftest import REPO, EngineThread, free_port, sample, write_config
-from tests.test_closed_loop import send_all, wait_until
+from tests.test_closed_loop import wait_until
 
 RULES = REPO / "payer_simulator" / "rules.yaml"
 MEMBER, PLACER = b"W48213377", b"RF250304-0481"
@@ -215,12 +215,19 @@ def test_referral_in_270_out_271_back_eligibility_recorded(tmp_path, payer):
 
 def test_inactive_coverage_makes_the_referral_incomplete_with_the_reason(tmp_path, payer):
     engine = EngineThread(load_config(payer_config(tmp_path, payer.url))).start()
+    unknown = order("ZZ100", "ORD-ACME").replace(b"CASCADIA MUTUAL HEALTH PLAN", b"ACME HEALTH").replace(
+        b"CMH94317", b"ACME01")
     try:
-        send_orders(engine.port, order("INACT0042"))
+        send_orders(engine.port, order("INACT0042"), unknown)
         db = engine.config.sqlite_path
         wait_until(lambda: referral(db).get("status") == "incomplete", what="incomplete")
+        wait_until(lambda: referral(db, 2).get("status") == "ready", what="the other referral")
     finally:
         engine.stop()
+    # a payer the rules do not know: no 270, an event telling the coordinator to verify by phone
+    assert [e["to_value"] for e in rows(db, "SELECT * FROM referral_events WHERE referral_id=2 AND "
+                                            "kind='eligibility'")] == ["unknown_payer"]
+    assert rows(db, "SELECT * FROM payer_requests WHERE referral_id=2") == [] and len(payer.received) == 1
     r = referral(db)
     assert r["coverage_status"] == "inactive" and "active_coverage" in json.loads(r["missing"])
     last = rows(db, "SELECT * FROM status_history WHERE referral_id=1 ORDER BY id")[-1]
