@@ -54,6 +54,10 @@ class Engine:
 
     async def start(self) -> None:
         config = self.config
+        if not config.store.url.startswith("sqlite:///"):
+            from engine.store import StoreError
+            raise StoreError(f"{config.source_file}: store.url: {config.store.url.split('@')[-1]!r}: PostgreSQL is not "
+                             "supported by this release yet (several nodes: issue 7); use sqlite:///PATH")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # Outbound templates are compiled and checked against their HL7 structure (hl7apy) once, here.
         self.planner = OutboundPlanner(config, Templates.load(config.outbound.templates)) \

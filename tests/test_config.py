@@ -302,3 +302,15 @@ def test_check_config_accepts_the_default_config():
     result = check_config(Path("config.yaml"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("config.yaml: OK (2 channels;")
+
+
+def test_a_postgresql_store_is_refused_at_start_with_the_reason():
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "ENGINE_STORE_URL": "postgresql://engine:secret@db/engine"}
+    result = subprocess.run([sys.executable, "run_engine.py", "run"], capture_output=True, text=True, env=env,
+                            timeout=120, cwd=REPO)
+    assert result.returncode == 2
+    assert "store.url" in result.stderr and "PostgreSQL is not supported by this release" in result.stderr
+    assert "secret" not in result.stderr                      # credentials stay out of the message
