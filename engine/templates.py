@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.hl7v2.ack import escape
-from engine.mapping import _line, _load_yaml, _Map
+from engine.mapping import _line, _load_yaml
 
 log = logging.getLogger("engine.templates")
 

@@ -300,7 +300,6 @@ def _reshape_x217(root: ET.Element, response: bool) -> None:
     and gains SV1 (from pyx12's 5010 837P map, only the procedure, units and quantity required).
     5010 codes: BHT01 0007, HI ABK/ABF (ICD-10), HCR01 A2/C, DTP*AAH (certification dates)."""
     from copy import deepcopy
-    detail = root.find(".//loop[@xid='DETAIL']")
     c = root.find(".//loop[@xid='2000C']")
     service = root.find(".//loop[@xid='2000F']")
     provider = root.find(".//loop[@xid='2010E']")

@@ -24,6 +24,17 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_messages"
 
 
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition", step: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned), or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

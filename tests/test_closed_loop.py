@@ -11,12 +11,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
 
 from channels.mllp.client import MLLPClient, msa
 from engine.config import load_config
 from engine.hl7v2.parse import get, parse
-from tests.conftest import EngineThread, sample, write_config
+from tests.conftest import EngineThread, sample, wait_until, write_config
 from tests.receivers import MLLPReceiver, Reply
 
 STORY = ["ORM_O01_v2.5.1_bench25.hl7", "SIU_S12_v2.5.1.hl7", "SIU_S13_v2.5.1.hl7", "SIU_S14_v2.5.1.hl7",
@@ -79,16 +78,6 @@ def referral(db: Path, referral_id: int = 1) -> dict:
         return r
     finally:
         conn.close()
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def types_and_ids(messages: list[bytes]) -> list[tuple[str, str]]:

@@ -307,7 +307,6 @@ def test_check_config_accepts_the_default_config():
 def test_a_postgresql_store_is_refused_at_start_with_the_reason():
     import os
     import subprocess
-    import sys
     env = {**os.environ, "ENGINE_STORE_URL": "postgresql://engine:secret@db/engine"}
     result = subprocess.run([sys.executable, "run_engine.py", "run"], capture_output=True, text=True, env=env,
                             timeout=120, cwd=REPO)

@@ -5,7 +5,6 @@ import json
 import shutil
 import socket
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from channels.fax.completeness import InboxTracker
 from engine.config import ConfigError, FaxReview, load_config
 from engine.fax_intake import FaxResult, commit_fax, review_reasons, to_mapped
 from engine.store import Journal
-from tests.conftest import REPO, EngineProcess, EngineThread, sample, write_config
+from tests.conftest import REPO, EngineProcess, EngineThread, sample, wait_until, write_config
 
 FAXES = REPO / "sample_messages" / "faxes"
 TEXT_PDF = FAXES / "fax_2026_0002.pdf"        # EHR printout with a text layer
@@ -35,13 +34,7 @@ def fax_config(tmp_path: Path, extra: str = "", completeness: str = "rename", **
 
 
 def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout, what, step=0.1)
 
 
 def drop(target: Path, source: Path | None = None, data: bytes | None = None) -> None:

@@ -16,7 +16,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 
 from channels.mllp.client import MLLPClient, msa
 from engine.web.demo import order
-from tests.conftest import EngineProcess, free_port
+from tests.conftest import EngineProcess, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "browser test password"
@@ -35,13 +34,7 @@ pytestmark = pytest.mark.slow
 
 
 def wait_for(predicate, timeout: float = 20.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {predicate}")
+    return wait_until(predicate, timeout, getattr(predicate, "__name__", "condition"), step)
 
 
 def http_ok(url: str) -> bool:

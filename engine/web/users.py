@@ -200,8 +200,8 @@ def create_token(conn: sqlite3.Connection, name: str, label: str | None = None) 
 
 def by_token(conn: sqlite3.Connection, token: str) -> User | None:
     """The enabled user owning this unrevoked token, or None."""
-    row = conn.execute(f"SELECT u.id, u.name, u.role, u.disabled, u.session_epoch FROM api_tokens t "
-                       f"JOIN users u ON u.id=t.user_id WHERE t.token_hash=? AND t.revoked_at IS NULL",
+    row = conn.execute("SELECT u.id, u.name, u.role, u.disabled, u.session_epoch FROM api_tokens t "
+                       "JOIN users u ON u.id=t.user_id WHERE t.token_hash=? AND t.revoked_at IS NULL",
                        (_token_hash(token),)).fetchone()
     user = _user(row)
     return None if user is None or user.disabled else user
