@@ -580,7 +580,8 @@ def loop_mode(args) -> dict[str, list[dict]]:
               f"achieved): ACK p50 {a['p50_ms']} p99 {a['p99_ms']} max {a['max_ms']} ms | notification p50 "
               f"{n['p50_ms']} p95 {n['p95_ms']} p99 {n['p99_ms']} max {n['max_ms']} ms | matched "
               f"{res['matched']:,}/{res['referrals']:,}, duplicates {res['duplicates']}, bad ACKs "
-              f"{res['orm_bad_acks'] + res['siu_bad_acks']} | one-row commit {res['commit_fsync_ms']} ms | "
+              f"{res['orm_bad_acks'] + res['siu_bad_acks']}, rows retried {res['outbound_retried']}, engine exit "
+              f"{res['engine_exit']} | one-row commit {res['commit_fsync_ms']} ms | "
               f"engine writer {res['engine_journal']}", file=sys.stderr, flush=True)
     return trials
 

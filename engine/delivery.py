@@ -128,21 +128,27 @@ class DeliveryService:
         for connector in self.connectors.values():
             await connector.close()
 
+    def _claim(self, conn: sqlite3.Connection, name: str) -> tuple[list, str | None]:
+        """The next batch, or ([], when to look again)."""
+        rows = outbound.claim_due(conn, name, limit=self.config.outbound.batch_size, worker=self.worker_id)
+        return (rows, None) if rows else ([], outbound.next_due(conn, name))
+
     async def _run(self, name: str) -> None:
         wake = self._wake[name]
-        batch = self.config.outbound.batch_size
+        rows: list = []
+        next_due = None
         while not self._stopping:
             wake.clear()
             try:
-                rows, next_due = await self._write(
-                    f"claim {name}", lambda c: (outbound.claim_due(c, name, limit=batch, worker=self.worker_id),
-                                                outbound.next_due(c, name)))
+                if not rows:
+                    rows, next_due = await self._write(f"claim {name}", lambda c: self._claim(c, name))
                 if rows:
-                    await self._deliver(name, rows)
+                    # A batch's outcomes and the next batch's claim share one writer transaction.
+                    rows, next_due = await self._deliver(name, rows)
                     continue
             except Exception:
                 log.exception("delivery worker error", extra={"fields": {"destination": name}})
-                next_due = None
+                rows, next_due = [], None
             await self._sleep(wake, next_due)
 
     async def _sleep(self, wake: asyncio.Event, next_due: str | None) -> None:
@@ -155,7 +161,7 @@ class DeliveryService:
         except asyncio.TimeoutError:
             pass
 
-    async def _deliver(self, name: str, rows: list[sqlite3.Row]) -> None:
+    async def _deliver(self, name: str, rows: list[sqlite3.Row]) -> tuple[list, str | None]:
         connector = self.connectors[name]
         outcomes: list[tuple[sqlite3.Row, DeliveryResult]] = []
         held: list[int] = []                # not attempted: an earlier row of their key failed, or stopping
@@ -169,7 +175,10 @@ class DeliveryService:
             outcomes.append((row, result))
             if result.outcome == "retry":
                 failed_keys.add(row["order_key"])
-        await self._write(f"outcomes {name}", lambda c: self._record(c, outcomes, held))
+        def record_and_claim(conn):
+            self._record(conn, outcomes, held)
+            return ([], None) if self._stopping else self._claim(conn, name)
+        return await self._write(f"outcomes {name}", record_and_claim)
 
     def _handle_response(self, conn: sqlite3.Connection, handler: Callable, row, response: str | None,
                          at: str) -> None:

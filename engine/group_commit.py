@@ -9,11 +9,13 @@ fsync among everything that arrived during the previous commit (throughput
 grows with concurrency). Futures are resolved with one loop callback per batch.
 
 Two lanes. Frames waiting for their ACK are *urgent*. Processed messages
-(`submit(..., background=True)`: referral updates, ~0.3 ms each) are written
-one item per transaction, and only when no urgent item has arrived for
-`idle_gap` seconds — or when background work has waited `max_wait` seconds,
-so processing never starves: under full load it still gets one item per
-`max_wait`, delaying ACKs by one such transaction at most that often.
+(`submit(..., background=True)`: referral updates, ~0.3 ms each; delivery
+claims and outcomes) are written one item per transaction, and only when no
+urgent item has arrived for `idle_gap` seconds — or when background work has
+waited `max_wait` seconds, so processing never starves: under full load it
+still gets one item per `max_wait`, delaying ACKs by one such transaction at
+most that often. (Several background items per transaction were tried: the
+outbound queue gained nothing measurable and ACK latency at 2,000 msg/s grew.)
 """
 from __future__ import annotations
 

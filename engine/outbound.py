@@ -23,6 +23,7 @@ All SQL here is plain SQLite; callers own the transaction.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -105,11 +106,13 @@ def claim_due(conn: sqlite3.Connection, destination: str, *, limit: int = 64, no
     earlier row of a key before the key's later rows. Bound: reads at most 4×limit pending rows of the destination.
     The caller commits; a crashed worker's rows come back after `lease_seconds` (`release_expired`)."""
     now = now or now_iso()
+    # The owed rows in id order straight off the partial index `outbound_owed` (no payloads, no sort).
     rows = conn.execute(
-        "SELECT * FROM outbound WHERE destination=? AND status IN ('queued','sending','error') ORDER BY id LIMIT ?",
+        "SELECT id, order_key, status, next_attempt_at FROM outbound INDEXED BY outbound_owed "
+        "WHERE destination=? AND status IN ('queued','sending','error') ORDER BY id LIMIT ?",
         (destination, limit * 4)).fetchall()
     blocked: set[str] = set()
-    claimed: list[sqlite3.Row] = []
+    claimed: list = []
     for row in rows:
         key = row["order_key"]
         if key in blocked:
@@ -120,11 +123,14 @@ def claim_due(conn: sqlite3.Connection, destination: str, *, limit: int = 64, no
         claimed.append(row)
         if len(claimed) == limit:
             break
-    if claimed:
-        lease = now_iso(datetime.fromisoformat(now) + timedelta(seconds=lease_seconds))
-        conn.executemany("UPDATE outbound SET status='sending', claimed_by=?, lease_until=?, updated_at=? "
-                         "WHERE id=?", [(worker, lease, now, r["id"]) for r in claimed])
-    return claimed
+    if not claimed:
+        return []
+    lease = now_iso(datetime.fromisoformat(now) + timedelta(seconds=lease_seconds))
+    ids = [r[0] for r in claimed]
+    conn.executemany("UPDATE outbound SET status='sending', claimed_by=?, lease_until=?, updated_at=? "
+                     "WHERE id=?", [(worker, lease, now, i) for i in ids])
+    return conn.execute("SELECT * FROM outbound WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                        (json.dumps(ids),)).fetchall()
 
 
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:
@@ -188,8 +194,8 @@ def next_due(conn: sqlite3.Connection, destination: str, scan: int = 1000) -> st
     or only rows in flight. Bound: looks at the first `scan` owed rows."""
     heads: dict[str, str | None] = {}
     for key, status, due in conn.execute(
-            "SELECT order_key, status, next_attempt_at FROM outbound WHERE destination=? AND "
-            "status IN ('queued','sending','error') ORDER BY id LIMIT ?", (destination, scan)):
+            "SELECT order_key, status, next_attempt_at FROM outbound INDEXED BY outbound_owed WHERE destination=? "
+            "AND status IN ('queued','sending','error') ORDER BY id LIMIT ?", (destination, scan)):
         if key not in heads:
             heads[key] = None if status == "sending" else due
     times = [t for t in heads.values() if t]

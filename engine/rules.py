@@ -124,11 +124,16 @@ def fax_letter(context: dict, destination: FaxDestination, rule: OutboundRule) -
 
 def migrate_triggers(db) -> None:
     """Migration 8: referral changes made outside the journal writer (a coordinator's status change, a
-    fax accepted in review) wait here for the engine to run the outbound rules on them."""
+    fax accepted in review) wait here for the engine to run the outbound rules on them; and the
+    partial index of owed outbound rows."""
     db["rule_triggers"].create({"id": int, "referral_id": int, "event": str, "from_status": str, "to_status": str,
                                 "cause_kind": str, "cause_id": str, "at": str, "planned_at": str},
                                pk="id", not_null={"referral_id", "cause_kind", "at"})
     db["rule_triggers"].create_index(["planned_at", "id"])
+    # The delivery workers' claims read the owed rows of a destination in id order: a partial index
+    # holds just those (a few rows normally, a backlog when a destination is down), never the sent history.
+    db.execute("CREATE INDEX outbound_owed ON outbound (destination, id) "
+               "WHERE status IN ('queued','sending','error')")
 
 
 def note_trigger(conn: sqlite3.Connection, referral_id: int, event: str | None, from_status: str | None,

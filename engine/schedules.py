@@ -11,6 +11,7 @@ the CLI (`run_engine.py sweep NAME`) can run them at a chosen `now`.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -223,14 +224,24 @@ async def _sweep(name: str, fn) -> None:
 async def retry_pump() -> None:
     """Wake the delivery workers, after planning what user actions owe (engine.rules.plan_triggers)."""
     engine = _ENGINE
-    if engine is None or engine.delivery is None:
+    if engine is None or engine.delivery is None or engine.committer is None:
         return
-    if engine.after_apply is not None:
-        from engine.rules import plan_triggers
-        result = await engine.committer.submit(WriterTask("triggers", lambda c: plan_triggers(c, engine.after_apply)),
-                                               background=True)
-        if isinstance(result, Exception):
-            log.error("planning user actions failed", extra={"fields": {"error": type(result).__name__}})
+    try:
+        await _pump(engine)
+    except asyncio.CancelledError:     # the engine is stopping: the next start pumps again
+        return
+
+
+async def _pump(engine) -> None:
+    from engine.rules import plan_triggers
+
+    def pump(conn) -> None:
+        outbound.release_expired(conn)         # claims of a delivery worker that failed mid-batch
+        if engine.after_apply is not None:
+            plan_triggers(conn, engine.after_apply)
+    result = await engine.committer.submit(WriterTask("retry pump", pump), background=True)
+    if isinstance(result, Exception):
+        log.error("retry pump failed", extra={"fields": {"error": type(result).__name__}})
     engine.delivery.wake()
 
 
