@@ -106,7 +106,7 @@ def merge_boxes(words: list[Word], boxes: list[tuple], conf: float = 90.0) -> li
     """Words with each box inserted as ☒/☐ and OCR words that were mostly the box dropped."""
     if not boxes:
         return words
-    boxes = [b for b in boxes if b[5] or not _on_real_word(b, words)]
+    boxes = [b for b in boxes if not _inside_word(b, words) and (b[5] or not _on_real_word(b, words))]
     out = []
     for w in words:
         area = max(1.0, (w.x1 - w.x0) * (w.y1 - w.y0))
@@ -115,10 +115,23 @@ def merge_boxes(words: list[Word], boxes: list[tuple], conf: float = 90.0) -> li
             ix = max(0.0, min(w.x1, x + bw) - max(w.x0, x))
             iy = max(0.0, min(w.y1, y + bh) - max(w.y0, y))
             covered = max(covered, ix * iy / area)
-        if covered < 0.5:
-            out.append(w)
+        if covered < 0.5 and not (covered > 0 and sum(c.isalnum() for c in w.text) < 2):
+            out.append(w)     # words that were mostly the box, or tick scrawl touching it, go
     out.extend(Word(CHECKED if ticked else UNCHECKED, x, y, x + bw, y + bh, conf) for x, y, bw, bh, ticked, _ in boxes)
     return out
+
+
+def _inside_word(box, words: list[Word]) -> bool:
+    """The "box" is a letter (O, 0, D) inside a word OCR read well: not a checkbox."""
+    x, y, bw, bh = box[:4]
+    for w in words:
+        if w.conf < 50 or sum(c.isalnum() for c in w.text) < 3:
+            continue
+        ix = max(0.0, min(w.x1, x + bw) - max(w.x0, x))
+        iy = max(0.0, min(w.y1, y + bh) - max(w.y0, y))
+        if ix * iy > 0.6 * bw * bh and (w.x1 - w.x0) > 2.5 * bw:
+            return True
+    return False
 
 
 def _on_real_word(box, words: list[Word]) -> bool:

@@ -122,11 +122,18 @@ def _pdf_pages(path: Path, max_pages: int, dpi: int) -> list[Page | PageJob]:
     out: list[Page | PageJob] = []
     for i in range(count):
         page = layer.get(i + 1)
-        if page is not None and len(page.words) >= TEXT_LAYER_MIN_WORDS:
+        if page is not None and len(page.words) >= TEXT_LAYER_MIN_WORDS and _readable(page):
             out.append(page)
         else:
             out.append(PageJob(str(path), "pdf", i, dpi))
     return out
+
+
+def _readable(page: Page) -> bool:
+    """A text layer worth trusting: most words hold real letters (fonts without a Unicode map
+    come out as symbol soup, and then the page is OCRed instead)."""
+    wordy = sum(1 for w in page.words if re.search(r"[A-Za-z]{2}|\d{2}", w.text))
+    return wordy >= 0.5 * len(page.words)
 
 
 def _pdf_text_layer(path: Path) -> dict[int, Page]:

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -22,7 +23,9 @@ from ocr.fields import choices, dates, icd10, identifiers, names, payers, phones
 from ocr.fields.digits import fix_digit_token
 from ocr.labels import GENERIC, Label, find_labels
 from ocr.layout import Line, Segment, document_lines, typical_height
-from ocr.model import Page, Word
+from ocr.model import CHECKED, UNCHECKED, Page, Word
+
+log = logging.getLogger("ocr.extract")
 
 CONTRACT_FIELDS = (
     "patient_family_name", "patient_given_name", "patient_dob", "patient_sex", "patient_phone",
@@ -31,6 +34,7 @@ CONTRACT_FIELDS = (
     "referred_to_specialty", "urgency", "diagnosis_codes", "reason",
 )
 MULTILINE = {"reason", "diagnosis_codes"}
+VALUE_JUNK = " \"'\u201c\u2018\u2019\u201d|_~=*\u2014-:;,."      # rule remnants OCR glues to a value
 FAX_HEADER = re.compile(r"\bfrom\b.*\bto\b|\bpage\b|\bp\.?\s*\d+\s*/\s*\d+|\d{1,2}:\d{2}", re.I)
 
 
@@ -138,10 +142,17 @@ class Extractor:
         self._build_zones()
         for fl in self.labels:
             fl.section = self.section_at(fl.line, fl.x0)
+        self._vote_direction()
         for fl in self.labels:
-            self._values_for(fl)
+            try:
+                self._values_for(fl)
+            except Exception:    # one odd cell must not cost the document its other fields
+                log.warning("label skipped", exc_info=True, extra={"fields": {"field": fl.label.field}})
         from ocr import prose
-        prose.add_evidence(self)
+        try:
+            prose.add_evidence(self)
+        except Exception:
+            log.warning("prose evidence skipped", exc_info=True)
         return self.ev
 
     # -- labels and zones
@@ -159,13 +170,13 @@ class Extractor:
         for fl in self.labels:
             if fl.label.opens:
                 by_line.setdefault(fl.line.number, []).append(fl)
-        first_on_page: dict[int, int] = {}
-        for line in self.lines:
-            first_on_page.setdefault(line.page, line.number)
+        page_h = {p.number: p.height or 1.0 for p in self.pages}
         for line_no, fls in by_line.items():
             fls.sort(key=lambda f: f.x0)
             line = fls[0].line
-            only_line = line.number == first_on_page[line.page] and bool(FAX_HEADER.search(line.text))
+            # the fax machine's stamp along the top edge: its FROM/TO say nothing about the page
+            only_line = line.y1 < 0.05 * page_h[line.page] and bool(FAX_HEADER.search(line.text) or
+                                                                    re.match(r"\W*to\b", line.text, re.I))
             for i, fl in enumerate(fls):
                 left = fls[i - 1].x1 if i > 0 else 0.0
                 right = fls[i + 1].x0 if i + 1 < len(fls) else float("inf")
@@ -174,6 +185,36 @@ class Extractor:
         for z in self.zones:
             if not z.only_line:
                 self.first_zone_line[z.page] = min(self.first_zone_line.get(z.page, z.line_no), z.line_no)
+
+    def _vote_direction(self) -> None:
+        """Per page: do values sit under their labels (boxed forms, tables) or over them
+        (underlined blanks with the label printed beneath)? Each label alone in its cell
+        votes for the side whose nearest words are clearly closer (under 0.6 of the other
+        gap: boxed forms pack both sides about as close); no votes means below."""
+        votes: dict[int, int] = {}
+        for fl in self.labels:
+            if fl.label.field is None or self._inline_text(fl):
+                continue
+            below, above = self._below(fl), self._above(fl)
+            if below and above:
+                b, a = max(below[0].gap, 1.0), max(above[0].gap, 1.0)
+                vote = 1 if b < 0.6 * a else -1 if a < 0.6 * b else 0
+                votes[fl.line.page] = votes.get(fl.line.page, 0) + vote
+        self.values_below = {page: v >= 0 for page, v in votes.items()}
+
+    def reading_section(self, fl: FoundLabel) -> str | None:
+        best = None
+        for other in self.labels:
+            if other.label.opens and other.line.page == fl.line.page and \
+                    (other.line.number, other.x0) < (fl.line.number, fl.x0):
+                if best is None or (other.line.number, other.x0) > (best.line.number, best.x0):
+                    best = other
+        return best.label.opens if best else None
+
+    def _inline_text(self, fl: FoundLabel) -> str:
+        labs = self.seg_labels[id(fl.seg)]
+        nxt = next((l for l in labs if l.start >= fl.label.end), None)
+        return fl.seg.text[fl.label.end:nxt.start if nxt else len(fl.seg.text)].strip(" :;-|_=")
 
     def section_at(self, line: Line, x: float) -> str | None:
         best = None
@@ -217,15 +258,17 @@ class Extractor:
                 text = right.text[:cut].strip(" :;-|_=")
                 if text:
                     spans.append(Span(text, words_between(right, 0, cut), "right"))
+        if not inline and lab.start > 0 and fl.seg_index == len(fl.line.segments) - 1:
+            flow = self._flow(fl)          # prose: "... Reason for referral:" / "Kidney stone, recurrent."
+            if flow:
+                spans.append(flow)
         if True:
             # value under the label (boxed forms, table headers) or over it (underlined blanks
             # with the label printed beneath): the nearer one first
             near = self._below(fl) + self._above(fl)
-            # a colon points forward: then the value below wins over the one above
-            # a value above must be clearly nearer than the one below (boxed forms put the
-            # previous box's value just above the label)
-            spans.extend(sorted(near, key=lambda sp: (lab.colon and sp.how == "above",
-                                                      sp.gap * (1.5 if sp.how == "above" else 1.0))))
+            # the page's own convention first (see _vote_direction); a colon points forward
+            below_first = getattr(self, "values_below", {}).get(fl.line.page, True) or lab.colon
+            spans.extend(sorted(near, key=lambda sp: ((sp.how == "above") == below_first, sp.gap)))
         if multiline and spans:
             spans[0] = self._continue(fl, spans[0])
         return spans
@@ -241,6 +284,18 @@ class Extractor:
         if nxt is not None:
             right = min(right, x_at(fl.seg, nxt.start) - 0.5 * h)
         return left, right
+
+    def _flow(self, fl: FoundLabel) -> Span | None:
+        """The start of the next line, for a label that ends a line of running text."""
+        lines = self.by_page[fl.line.page]
+        idx = lines.index(fl.line)
+        if idx + 1 >= len(lines) or lines[idx + 1].y0 - fl.line.y1 > 1.5 * self.heights[fl.line.page]:
+            return None
+        seg = lines[idx + 1].segments[0]
+        labs = self.seg_labels.get(id(seg), [])
+        cut = labs[0].start if labs else len(seg.text)
+        text = seg.text[:cut].strip(" :;-|_=")
+        return Span(text, words_between(seg, 0, cut), "same_cell") if text else None
 
     def _below(self, fl: FoundLabel) -> list[Span]:
         return self._vertical(fl, +1)
@@ -314,10 +369,16 @@ class Extractor:
             return
         score = {2: 1.0, 1: 1.0, 0: 0.9}[lab.strength]
         if target in GENERIC:
-            target = GENERIC[target].get(fl.section)
+            generic = target
+            target = GENERIC[generic].get(fl.section)
+            score = 0.85 if fl.section not in (None, "letterhead") else (0.6 if fl.section else 0.5)
+            if target is None:
+                # dense lines ("Ins: Kaiser  Ref Dr: Wu  Tel 503..."): the last section opened
+                # before the label in reading order decides instead of the column
+                target = GENERIC[generic].get(self.reading_section(fl))
+                score = 0.7
             if target is None:
                 return
-            score = 0.85 if fl.section not in (None, "letterhead") else (0.6 if fl.section else 0.5)
         if fl.section in ("to", "other") and target.startswith("referring"):
             if lab.field in GENERIC or lab.opens is None:
                 return
@@ -328,7 +389,7 @@ class Extractor:
         if parse is None:
             return
         for i, span in enumerate(self.spans_for(fl, multiline=target in MULTILINE)):
-            parsed = parse(span.text)
+            parsed = parse(span.text.strip(VALUE_JUNK))
             if parsed is None:
                 continue
             value, valid = parsed
@@ -338,8 +399,16 @@ class Extractor:
             if target == "referring_provider_name" and fl.section == "to":
                 how_penalty *= 0.5
             order = fl.line.number * 10000 + fl.x0
+            if target == "insurance_payer_known":
+                target = "insurance_payer"
             self.ev.add(Candidate(target, value, score * how_penalty, valid, mean_conf(span.words), order,
                                   f"label:{span.how}"))
+            if target == "patient_dob":
+                # "DOB 4/5/77 M": a lone sex letter right after the birth date
+                after = re.search(r"\d\s+(M|F|Male|Female|MALE|FEMALE)\b", span.text)
+                if after:
+                    self.ev.add(Candidate("patient_sex", after.group(1)[0].upper(), 0.6, 1.0, mean_conf(span.words),
+                                          order, "after_dob"))
             if target == "patient_name":
                 given, family = value
                 self.ev.add(Candidate("patient_given_name", given, score * how_penalty * 0.98, valid,
@@ -422,16 +491,19 @@ def _sex(text: str):
     return (v, 1.0) if v else None
 
 
+PHONE_SHAPED = re.compile(r"^\(?\d{3}\)?[\s.\-]\d{3}[\s.\-]\d{4}$|^1-\d{3}-\d{3}-\d{4}$")
+
+
 def _mrn(text: str):
-    ident = identifiers.parse_identifier(text[:40], min_len=3)
-    if not ident:
+    ident = identifiers.parse_identifier(text[:40], min_len=4)
+    if not ident or PHONE_SHAPED.match(ident):
         return None
     return identifiers.fix_id_ocr(ident), 0.9
 
 
 def _member(text: str):
     ident = identifiers.parse_identifier(text[:50], min_len=4)
-    if not ident:
+    if not ident or PHONE_SHAPED.match(ident):
         return None
     return identifiers.fix_id_ocr(ident), 0.9
 
@@ -439,6 +511,11 @@ def _member(text: str):
 def _payer(text: str):
     got = payers.match_payer(text)
     return (got[0], got[1]) if got else None
+
+
+def _payer_known(text: str):
+    got = payers.match_payer(text)
+    return (got[0], got[1]) if got and got[1] >= 0.85 else None
 
 
 def _npi(text: str):
@@ -450,6 +527,15 @@ def _npi(text: str):
 
 
 def _specialty(text: str):
+    tokens = text.split()
+    if any(t in (CHECKED, UNCHECKED) or re.fullmatch(r"\[\s*[xX]?\s*\]", t) for t in tokens):
+        # a list of boxes: only a ticked one names the specialty, an unticked list says nothing
+        from ocr.prose import _ticked_texts
+        for chosen in _ticked_texts(tokens):
+            v = specialty.parse_specialty(chosen)
+            if v:
+                return v, 1.0
+        return None
     v = specialty.parse_specialty(text[:120])
     return (v, 1.0) if v else None
 
@@ -466,6 +552,7 @@ def _codes(text: str):
 
 def _reason(text: str):
     text = re.sub(r"\s+", " ", text).strip(" :;-|_")
+    text = re.split(r"(?<=[a-z0-9)\]])\.\s+(?=[A-Z])", text)[0].rstrip(".")   # one sentence: prose runs on
     if len(text) < 3 or not re.search(r"[A-Za-z]{3}", text):
         return None
     return text, 1.0
@@ -474,7 +561,7 @@ def _reason(text: str):
 PARSERS = {
     "patient_name": _name, "patient_family_name": _single_name, "patient_given_name": _single_name,
     "patient_dob": _dob, "patient_sex": _sex, "patient_phone": _phone, "patient_mrn": _mrn,
-    "insurance_payer": _payer, "insurance_member_id": _member, "referring_provider_name": _provider_name,
+    "insurance_payer": _payer, "insurance_payer_known": _payer_known, "insurance_member_id": _member, "referring_provider_name": _provider_name,
     "referring_provider_npi": _npi, "referring_practice_phone": _phone, "referring_practice_fax": _phone,
     "referred_to_specialty": _specialty, "urgency": _urgency, "diagnosis_codes": _codes, "reason": _reason,
 }
@@ -490,6 +577,12 @@ def extract_fields(pages: list[Page]) -> dict:
     how: dict[str, str] = {}
     for name in CONTRACT_FIELDS:
         best = ev.best(name)
+        if name == "diagnosis_codes" and best is not None:
+            # a list found twice (a form cell and the same sentence across a line break): the
+            # longer reading wins when it contains the shorter one
+            for other in ev.candidates.get(name, []):
+                if other.score >= 0.85 and set(best.value) < set(other.value):
+                    best = other
         if best is None:
             out[name] = [] if name == "diagnosis_codes" else None
             confidence[name] = 0.0

@@ -40,21 +40,24 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"contact\s*(?:phone|tel\.?|telephone|number|ph\.?|#|no\.?)|contact", "phone", _, 1),
     (r"phone\s*\((?:home|cell|mobile|h|c)\)|cell|mobile|home", "patient_phone", _, 0),
     (rf"(?:{PT}\s*)?(?:mrn[e£]?|m\.r\.n\.?|mr\s*#|mr\s+(?:no|number)|medical\s+record(?:\s+(?:number|no\.?|#))?|med\.?\s*rec\.?(?:\s*#)?|chart(?:\s+(?:number|no\.?|#|id))?|record\s*#)", "patient_mrn", "patient", 2),
-    (r"(?:patient'?s?|pt\.?|client)\s*(?:id|identifier|account|acct\.?)", "patient_mrn", "patient", 1),
+    (r"(?:patient'?s?|pt\.?|client)\s*(?:id|identifier|account|acct\.?|#|no\.?|number)|mr\s+no\.?|hospital\s*(?:#|no\.?|number)|pid|acct\.?|account(?:\s+(?:#|no\.?|number))?", "patient_mrn", "patient", 1),
     # --- insurance
     (r"(?:primary\s+|secondary\s+)?(?:insurance|ins\.?)\s*(?:carrier|company|plan|name|provider|payer|payor|co\.?)?(?:\s+name)?", "insurance_payer", "insurance", 1),
+    (r"plan|ins(?:urance)?\s*/\s*plan", "insurance_payer_known", "insurance", 0),   # "Plan:" is also a treatment plan
     (r"health\s+plan(?:\s+name)?|plan\s+name|(?:payer|payor|carrier)(?:\s+name)?|coverage|insurer", "insurance_payer", "insurance", 1),
     (r"(?:member|mbr\.?|subscriber|policy|insurance|ins\.?|insured|beneficiary|medicaid|medicare|plan)\s*(?:id|identification|#|no\.?|number|num)(?:\s*(?:#|no\.?|number))?", "insurance_member_id", "insurance", 2),
-    (r"id\s*(?:#|no\.?|number)|identification\s+(?:#|no\.?|number)", "id", _, 0),
+    (r"id\s*(?:#|no\.?|number)?|identification\s+(?:#|no\.?|number)", "id", _, 0),
     (r"group\s*(?:#|no\.?|number|id)?|grp\s*#?", None, "insurance", 1),
     # --- referring provider
     (rf"{REF}\s*{DOC}(?:\s*name)?|referred\s+by|referral\s+from|{REF}\s+(?:provider|physician)\s*/\s*practice", "referring_provider_name", "referring", 1),
-    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|signed\s+by|electronically\s+signed\s+by|signature)", "referring_provider_name", "referring", 1),
+    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider)", "referring_provider_name", "referring", 1),
     (rf"(?:{REF}\s*)?{DOC}\s+npi|{REF}\s+npi|npi\s*(?:#|no\.?|number|num)?|n\.p\.i\.?", "npi", _, 2),
-    (rf"{REF}\s+(?:practice|office|clinic|facility)(?:\s+name)?|practice(?:\s+name)?|clinic(?:\s+name)?|office(?:\s+name)?|facility", None, "referring", 1),
+    (rf"{REF}\s+(?:practice|office|clinic|facility)(?:\s+name)?|practice\s+name|clinic\s+name|office\s+name|facility", None, "referring", 1),
+    (r"office|clinic|practice", "referring_practice_phone", "referring", 1),     # "Office: 555-..." (a name fails the phone parser)
     (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?(?:phone|tel\.?|telephone|ph\.?)|(?:office|practice|clinic|provider|physician|doctor'?s?|callback|call\s*back)\s+(?:phone|tel\.?|telephone|ph\.?|#)", "referring_practice_phone", "referring", 1),
     (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?fax|{PRACT}\s+fax(?:\s*(?:#|no\.?|number))?|fax\s+back(?:\s+to)?|please\s+fax\s+(?:back|results|response)(?:\s+to)?|fax\s+(?:results|response|reply)\s+to", "referring_practice_fax", "referring", 1),
-    (r"provider|physician|doctor|practitioner", "name", "referring", 0),
+    (r"(?:provider|physician|doctor|practitioner|clinician)(?:\s+name)?", "name", "referring", 0),
+    (r"referring|referred\s+by|ref\.?\s+by|ref\.?\s+dr\.?|referral\s+source|ordering\s*/\s*referring", "referring_provider_name", "referring", 1),
     # --- generic contact fields: the section decides whose they are
     (r"(?:phone|telephone|tel\.?|ph\.?|p|t|o|voice)(?:\s*(?:#|no\.?|number))?", "phone", _, 0),
     (r"(?:fax|facsimile|f|fx)(?:\s*(?:#|no\.?|number))?", "fax", _, 0),
@@ -62,8 +65,9 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"address|street|city|state|zip|e-?mail", "address", _, 0),
     # --- referral
     (r"(?:referred|refer|referral|referring)\s+to(?:\s+(?:specialty|specialist|department|service|provider|clinic))?|consult(?:ation)?\s+(?:to|with|requested\s+with)", "referred_to_specialty", "to", 1),
-    (r"(?:requested\s+)?special(?:i)?ty(?:\s+(?:requested|needed|referred\s+to|type))?|speciality|(?:requested\s+)?service(?:\s+requested)?|department|dept\.?|referral\s+type|consult\s+type|consultation\s+type|type\s+of\s+(?:referral|consult(?:ation)?|specialist)", "referred_to_specialty", _, 1),
-    (r"(?:referral\s+|request\s+)?(?:urgency|priority)(?:\s+level)?|urgency\s*/\s*priority", "urgency", _, 1),
+    (r"(?:requested\s+)?special(?:i)?ty(?:\s+(?:requested|needed|referred\s+to|type))?|speciality|(?:requested\s+)?service(?:\s+requested)?|department|dept\.?|referral\s+type|consult\s+type|consultation\s+type|type\s+of\s+(?:referral|consult(?:ation)?|specialist)|spec\.?|svc\.?|referral(?:\s+for)?|consult(?:ation)?(?:\s+for)?", "referred_to_specialty", _, 1),
+    (r"(?:referral\s+|request\s+)?(?:urgency|priority)(?:\s+level)?|urgency\s*/\s*priority|pri\.?|urg\.?|acuity", "urgency", _, 1),
+    (r"assessment(?:\s*(?:and|&|/)\s*plan)?|impression", "diagnosis_codes", "clinical", 1),
     (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
     (r"reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
     # --- sections without a field of their own
@@ -72,7 +76,7 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"to|recipient|attn\.?|attention|consultant|specialist|receiving\s+(?:provider|practice|clinic)|referred\s+to\s+provider|(?:specialist|consultant)\s+information", None, "to", 1),
     (r"(?:insurance|coverage|payer|billing)\s+(?:information|info|details)", None, "insurance", 1),
     (r"(?:subscriber|policy\s*holder|guarantor|insured|responsible\s+party|emerg(?:ency|\.)?\s+contact|next\s+of\s+kin|contact\s+person|caregiver|parent|guardian)(?:\s+(?:information|name|info))?", None, "other", 1),
-    (r"clinical\s+(?:information|details|summary)|medical\s+history|history|medications?|allergies|vitals|assessment(?:\s+and\s+plan)?", None, "clinical", 1),
+    (r"clinical\s+(?:information|details|summary)|medical\s+history|history|medications?|allergies|vitals", None, "clinical", 1),
 ]
 
 # generic field -> contract field, by section
@@ -89,7 +93,7 @@ GENERIC = {
     "id": {"patient": "patient_mrn", "insurance": "insurance_member_id"},
 }
 
-TAIL = r"(?:\s*\(\s*s\s*\))?(?:\s*\((?:last|first|mm|dd|yyyy|m/f|if|home|cell|print)[^)]{0,30}\))?\s*(?:#|no\b\.?|number\b|num\b\.?|nbr\b)?\s*([:;=]|\.(?=\s)|-(?=\s)|#)?"
+TAIL = r"(?:\s*\(\s*s\s*\))?(?:\s*\((?:last|first|mm|dd|yyyy|m/f|if|home|cell|print)[^)]{0,30}\))?\s*(?:#|no\b\.?|number\b|num\b\.?|nbr\b)?\s*([:;=\u2019]|\.(?=\s)|-(?=\s)|#)?"
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,42 @@ _COMPILED = [(re.compile(r"(?:" + p + r")(?![A-Za-z0-9])" + TAIL, re.I), f, o, s
 _STARTS = re.compile(r"(?:^|(?<=[\s|(\[]))[\"'\u201c\u2018\u2019\u201d|_~.,:;\u2014\-]*(?=\S)")
 
 
+# labels whose value is a number: "Ph (503) 555-0111", "Fax 555..." need no colon
+NUMERIC_FIELDS = {"phone", "fax", "patient_phone", "referring_practice_phone", "referring_practice_fax", "npi",
+                  "patient_mrn", "insurance_member_id", "patient_dob"}
+
 JUNK = " \"'\u201c\u2018\u2019\u201d|_~.,:;\u2014-"
 
 
 def find_labels(text: str) -> list[Label]:
+    """Labels in a segment, or, for a table's header row ("Patient Name  DOB  Sex  MRN" read
+    as one cell), every label in it even without colons."""
+    found = _find_labels(text)
+    header = _header_row(text)
+    return header if header and len(header) > len(found) else found
+
+
+def _header_row(text: str) -> list[Label] | None:
+    """All words covered by labels, left to right, none with a value: a header row."""
+    out: list[Label] = []
+    pos = 0
+    while True:
+        m = re.compile(r"[\s" + re.escape(JUNK) + r"]*").match(text, pos)
+        pos = m.end()
+        if pos >= len(text):
+            return out if len(out) >= 2 else None
+        best = None
+        for rx, field, opens, strength in _COMPILED:
+            mm = rx.match(text, pos)
+            if mm and mm.end(0) - pos > 2 and (best is None or mm.end() > best.end):
+                best = Label(field, opens, strength, pos, mm.end(), bool(mm.group(1)))
+        if best is None or best.colon:
+            return None
+        out.append(best)
+        pos = best.end
+
+
+def _find_labels(text: str) -> list[Label]:
     """Labels in a segment's text, left to right, not overlapping.
 
     At the start of the segment any label counts (weak ones only when followed by a
@@ -131,16 +167,20 @@ def find_labels(text: str) -> list[Label]:
             end = mm.end()
             rest = text[end:].strip()
             at_start = pos == 0 or text[:pos].strip(JUNK) == ""
-            if strength == 0 and not (colon or (at_start and not rest)):
+            if strength == 0 and not (colon or (at_start and not rest)) and not (
+                    field in NUMERIC_FIELDS and re.match(r"\s*[(+]?\d", text[end:])):
                 continue
             if mm.end(0) - pos <= 2 and not colon:
                 continue                       # "F", "P", "T" are labels only as "F:" (else a value)
             if strength == 1 and not (colon or at_start):
                 continue
-            if not at_start and strength < 2 and mm.group(1) not in (":", ";", "=", "#"):
+            shaped = not colon and field in NUMERIC_FIELDS and re.match(r"\s*[(+]?\d", text[end:]) is not None
+            if not at_start and strength < 2 and mm.group(1) not in (":", ";", "=", "#", "\u2019") and not shaped:
                 continue                       # mid-sentence "by fax." is prose, not a label
             if strength == 1 and at_start and not colon and rest and field is None and opens is not None:
                 continue                       # "Clinic hours are..." is prose, not a header
+            if strength == 1 and not colon and rest and " " not in text[pos:mm.end(0)].strip():
+                continue                       # "Priority Health", "Contact lens": a value, not a label
             if best is None or end > best.end:
                 best = Label(field, opens, strength, pos, end, colon)
         if best is None and (pos == 0 or text[:pos].strip(JUNK) == ""):
@@ -195,6 +235,11 @@ FUZZY_LABELS: list[tuple[str, str | None, str | None, int]] = [
     ("insurance information", None, "insurance", 1), ("referral details", None, None, 1),
 ]
 _FUZZY = [(re.sub(r"[^a-z]", "", p), f, o, s) for p, f, o, s in FUZZY_LABELS]
+_SINGLE_WORD = {re.sub(r"[^a-z]", "", p) for p, *_ in FUZZY_LABELS if " " not in p}
+
+
+def flat_phrase_single(phrase: str) -> str | None:
+    return phrase if phrase in _SINGLE_WORD else None
 
 
 # values that look like a label one letter away ("Urgent" ~ "Urgency"): never fuzzy labels
@@ -239,8 +284,8 @@ def _fuzzy_label(text: str, pos: int) -> Label | None:
             rest = text[end:].strip(JUNK)
             if n < 6 and rest and not colon:
                 continue
-            if not colon and rest and strength == 0:
-                continue
+            if not colon and rest and (strength == 0 or phrase == flat_phrase_single(phrase)):
+                continue                      # one word then more text: a value ("Priority Health")
             cand = (2 * d - L, d, Label(field, opens, strength, pos, end, colon))
             if best is None or cand[:2] < best[:2]:
                 best = cand

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from statistics import median
 
-from ocr.model import Page, Word
+from ocr.model import CHECKED, UNCHECKED, Page, Word
 
 GAP = 1.4          # a gap wider than this many (median) word heights starts a new segment
 
@@ -72,28 +72,47 @@ def typical_height(words: list[Word]) -> float:
 
 
 def page_lines(page: Page, first_number: int = 0) -> list[Line]:
-    """The page's lines top to bottom, each split into segments left to right."""
+    """The page's lines top to bottom, each split into segments left to right.
+
+    Words tesseract read as one line stay together (its line knows better than a box
+    that a stray quote mark made too tall); those pieces, and text-layer words, are then
+    put in rows by the closest vertical centre that agrees within half a word height,
+    where a row never holds two words on top of each other. Low-confidence debris does
+    not move a row's centre."""
     words = [w for w in page.words if not is_noise(w)]
     if not words:
         return []
     h = typical_height(words)
+    pieces: dict[object, list[Word]] = {}
+    for i, w in enumerate(words):
+        pieces.setdefault(w.line_key if w.line_key is not None else ("word", i), []).append(w)
+    units = []
+    for ws in pieces.values():
+        ws.sort(key=lambda w: w.x0)
+        # a tesseract "line" that wanders over several rows is split where its words stop
+        # agreeing; a word whose box is merely too tall (merged with a speck) still covers the line
+        c = _centre(ws)
+        inside = [w for w in ws if abs(w.cy - c) <= 0.5 * h or (w.y0 <= c <= w.y1 and w.height < 3 * h)]
+        units.append(inside)
+        units.extend([w] for w in ws if not any(w is o for o in inside))
     rows: list[list[Word]] = []
     centres: list[float] = []
-    for w in sorted(words, key=lambda w: (w.cy, w.x0)):
-        # the nearest row whose centre agrees and that has no word overlapping this one
-        best = None
+    for unit in sorted(units, key=_centre):
+        c = _centre(unit)
+        best, best_d = None, None
         for i in range(len(rows) - 1, -1, -1):
-            if centres[i] < w.cy - 2 * h:
+            if centres[i] < c - 2 * h:
                 break
-            if abs(centres[i] - w.cy) <= 0.5 * h and not any(_overlap_x(w, o) for o in rows[i]):
-                best = i
-                break
+            d = abs(centres[i] - c)
+            if d <= 0.5 * h and not any(_overlap_x(w, o) for w in unit for o in rows[i]) \
+                    and (best_d is None or d < best_d):
+                best, best_d = i, d
         if best is None:
-            rows.append([w])
-            centres.append(w.cy)
+            rows.append(list(unit))
+            centres.append(c)
         else:
-            rows[best].append(w)
-            centres[best] = sum(o.cy for o in rows[best]) / len(rows[best])
+            rows[best].extend(unit)
+            centres[best] = _centre(rows[best])
     order = sorted(range(len(rows)), key=lambda i: centres[i])
     lines = []
     for n, i in enumerate(order):
@@ -109,6 +128,12 @@ def page_lines(page: Page, first_number: int = 0) -> list[Line]:
         line.segments.append(Segment(current, line.number, page.number))
         lines.append(line)
     return lines
+
+
+def _centre(ws: list[Word]) -> float:
+    good = [w.cy for w in ws if w.conf >= 50] or [w.cy for w in ws]
+    good.sort()
+    return good[len(good) // 2]
 
 
 _MARKS = set("\u2612\u2610\u2611\u2713\u2714\u25a0\u25a1xX")
@@ -128,6 +153,8 @@ def is_noise(w: Word) -> bool:
 
 
 def _overlap_x(a: Word, b: Word) -> bool:
+    if a.text in (CHECKED, UNCHECKED) or b.text in (CHECKED, UNCHECKED):
+        return False          # a box next to the scrawl OCR made of its tick still shares the row
     return min(a.x1, b.x1) - max(a.x0, b.x0) > 0.3 * min(a.x1 - a.x0, b.x1 - b.x0)
 
 

@@ -20,6 +20,7 @@ class Word:
     x1: float
     y1: float
     conf: float = 100.0
+    line_key: tuple | None = None     # tesseract's (block, paragraph, line): words it read as one line
 
     @property
     def height(self) -> float:

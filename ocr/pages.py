@@ -42,7 +42,7 @@ def load_raster(job: PageJob) -> tuple[np.ndarray, float | None, float | None]:
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im)
             gray = np.asarray(im.convert("L"))
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise DocumentError("corrupt", f"page {job.index + 1} does not decode: {exc}") from None
     xdpi, ydpi = (float(dpi[0]) if dpi[0] else None), (float(dpi[1]) if len(dpi) > 1 and dpi[1] else None)
     return gray, xdpi, ydpi

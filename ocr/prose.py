@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ocr.fields import choices, icd10, identifiers, names, phones, specialty
+import datetime as dt
+
+from ocr.fields import choices, dates, icd10, identifiers, names, phones, specialty
 from ocr.model import CHECKED, UNCHECKED
 
 TITLE_SEX = {"mr": "M", "mrs": "F", "ms": "F", "miss": "F"}
@@ -113,13 +115,22 @@ def add_evidence(x) -> None:
                 ev.add(Candidate("patient_sex", got[0], 0.9 if got[1] else 0.5, 1.0, conf, order, "checkbox"))
         else:
             low = text.lower()
-            for pattern, value in choices.URGENCY_WORDS:
-                m = re.search(r"(?<![a-z])(?:" + pattern + r")(?![a-z])", low)
-                if m and value != "urgent" or m and not re.search(r"priority|soon|week|days", m.group(0)):
-                    if m:
-                        isolated = len(text.split()) <= 4
-                        ev.add(Candidate("urgency", value, 0.5 if isolated else 0.3, 0.8, conf, order, "word"))
-                        break
+            # only words that say it outright; "soon", "within 2 weeks", "Urgent Care" do not
+            m = re.search(r"(?<![a-z\-])(non[\s\-]?urgent|routine|urgent(?:ly)?|asap|stat|emergent)(?![a-z])(?!\s+care)",
+                          low)
+            if m:
+                word = m.group(1)
+                value = ("routine" if word.startswith(("non", "routine")) else
+                         "stat" if word in ("stat", "emergent") else "urgent")
+                isolated = len(text.split()) <= 4
+                ev.add(Candidate("urgency", value, 0.5 if isolated else 0.3, 0.8, conf, order, "word"))
+        # birth dates by shape: a past date on a patient line whose label OCR garbled
+        if section in ("patient", None) and not re.search(
+                r"\b(?:date|dated|signed|visit|dos|printed|received|sent|service|appointment|page)\b", text, re.I):
+            for iso, s, e in dates.find_dates(text, past=True):
+                if int(iso[:4]) <= dt.date.today().year - 2:
+                    ev.add(Candidate("patient_dob", iso, 0.3, 0.8, conf, order + s, "date_shape"))
+                    break
         # NPIs anywhere (not the specialist's)
         if section != "to":
             for npi, s, e in identifiers.find_npis(text):
@@ -200,8 +211,22 @@ def _signature(x) -> None:
                 x.ev.add(Candidate("referring_provider_name", got[0], 0.6, got[1], mean_conf(nxt.words),
                                    nxt.number * 10000, "signature"))
                 break
+    cred = re.compile(r"(?<![A-Za-z])(?:M\.?D\.?|D\.?O\.?|NP|N\.P\.|PA-C|PA|FNP(?:-C|-BC)?|DNP|APRN|MBBS|CRNP)(?![A-Za-z])")
     for line in x.lines:
-        m = re.search(r"\b(?:Dr\.?|Doctor)\s+((?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)){1,2})", line.text)
+        for seg in line.segments:
+            # "WU, SUSAN DO", "Dr. Alan Brooks MD" in a cell whose label OCR lost: a name with credentials
+            m = cred.search(seg.text)
+            if not m or m.start() < 4:
+                continue
+            section = x.section_at(line, seg.x0)
+            if section in ("to", "other", "patient"):
+                continue
+            got = _provider_name(seg.text[:m.end()])
+            if got:
+                x.ev.add(Candidate("referring_provider_name", got[0], 0.4 if section else 0.3, got[1],
+                                   mean_conf(seg.words), line.number * 10000 + seg.x0, "credentials"))
+    for line in x.lines:
+        m = re.search(r"\b(?:Dr\.?|Doctor|DR\.?)\s+((?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)){1,2})", line.text)
         if m:
             section = x.section_at(line, line.words[0].x0)
             if section in ("referring", None):
@@ -260,7 +285,31 @@ def _letter(x, lines) -> None:
                   r"management|consultation|consult|work-?up|treatment|follow-?up|opinion|recommendations?|"
                   r"input|care)\b[^.;]{3,200})", text, re.I)
     if m:
-        x.ev.add(Candidate("reason", m.group(1).strip(" ,"), 0.45, 1.0, conf, order0 + m.start(), "letter"))
+        reason = re.split(r"\b(?:reason|diagnos\w*|dx|icd|insurance|relevant|please|thank)\b", m.group(1), flags=re.I)[0]
+        if len(reason.strip(" ,")) > 3:
+            x.ev.add(Candidate("reason", reason.strip(" ,"), 0.45, 1.0, conf, order0 + m.start(), "letter"))
+    # labels a sentence carries over a line break ("... Reason / for referral: ...")
+    m = re.search(r"\breason\s+for\s+(?:referral|consult\w*|visit)\s*[:;\-\u2019]\s*([^.;]{3,200})", text, re.I)
+    if m:
+        x.ev.add(Candidate("reason", m.group(1).strip(" ,"), 0.8, 1.0, conf, order0 + m.start(), "letter_label"))
+    m = re.search(r"\b(?:diagnos[ie]s|dx|icd[\s\-]*10(?:\s+codes?)?)\s*[:;\-]\s*(.{3,400}?)(?:\.\s+[A-Z]|$)", text, re.I)
+    if m:
+        codes = icd10.find_codes(m.group(1), labelled=True)
+        if codes:
+            x.ev.add(Candidate("diagnosis_codes", codes, 0.9 + 0.01 * len(codes), 1.0, conf, order0 + m.start(),
+                               "letter_label"))
+    m = re.search(r"\b(?:patient|she|he|they)\b[^.]{0,40}?\b(?:reached|contacted|called)\s+(?:at|on)\s+", text, re.I)
+    if m:
+        found = phones.find_phones(text[m.end():m.end() + 25])
+        if found:
+            x.ev.add(Candidate("patient_phone", found[0][0], 0.6, 1.0, conf, order0 + m.start(), "letter"))
+    m = re.search(r"\b(?:refer\w*|consult\w*)\b[^.;]{0,60}?\bfor\s+(?!evaluation|assessment|management|consult)"
+                  r"([^.;]{3,150})", text, re.I)
+    if m:
+        reason = re.split(r"\b(?:reason|diagnos\w*|dx|icd|insurance|relevant|please|thank|priority)\b", m.group(1),
+                          flags=re.I)[0].strip(" ,")
+        if len(reason) > 3:
+            x.ev.add(Candidate("reason", reason, 0.4, 1.0, conf, order0 + m.start(), "letter"))
     m = re.search(r"\b(?:DOB|D\.O\.B\.?|born(?:\s+on)?|date\s+of\s+birth)[:\s]+([^,;()]{6,20})", text, re.I)
     if m:
         from ocr.fields import dates

@@ -35,12 +35,12 @@ def ocr_words(image: np.ndarray, psm: int = 3, timeout: float = PAGE_TIMEOUT) ->
             raise OcrTimeout(f"tesseract took longer than {timeout:.0f} s") from None
         raise
     words = []
-    for text, conf, x, y, w, h in zip(data["text"], data["conf"], data["left"], data["top"], data["width"],
-                                      data["height"]):
+    for text, conf, x, y, w, h, b, p, ln in zip(data["text"], data["conf"], data["left"], data["top"], data["width"],
+                                                data["height"], data["block_num"], data["par_num"], data["line_num"]):
         text = (text or "").strip()
         if not text or float(conf) < 0:
             continue
-        words.append(Word(text, float(x), float(y), float(x + w), float(y + h), float(conf)))
+        words.append(Word(text, float(x), float(y), float(x + w), float(y + h), float(conf), (b, p, ln)))
     return words
 
 

@@ -195,3 +195,35 @@ def test_extract_cli_bad_file_is_one_line_and_exit_1(tmp_path):
     assert p.returncode == 1
     assert json.loads(p.stdout) == {"error": "empty", "message": "the file is empty (0 bytes)"}
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_drawn_checkboxes_are_read_from_the_image(tmp_path):
+    """Boxes drawn as outlines (OCR reads them as anything); one ticked with an X, one with a
+    check stroke that runs out of its box."""
+    dpi = 200
+    img = draw_page(["Patient Name: DOE, JANE", "Referral urgency:", "", "Refer to:"], dpi=dpi)
+    d = ImageDraw.Draw(img)
+    font = ImageFont.truetype(FONT, int(12 * dpi / 72))
+    size = int(0.13 * dpi)
+    y = int(0.8 * dpi) + 2 * int(24 * dpi / 72)
+    x = int(0.8 * dpi)
+    for word, ticked in (("Routine", False), ("Urgent", True), ("STAT", False)):
+        d.rectangle([x, y, x + size, y + size], outline=0, width=3)
+        if ticked:
+            d.line([x + 4, y + 4, x + size - 4, y + size - 4], fill=0, width=3)
+            d.line([x + 4, y + size - 4, x + size - 4, y + 4], fill=0, width=3)
+        d.text((x + size + 15, y - 4), word, font=font, fill=0)
+        x += int(2.0 * dpi)
+    y += 2 * int(24 * dpi / 72)
+    x = int(0.8 * dpi)
+    for word, ticked in (("Cardiology", False), ("Neurology", True)):
+        d.rectangle([x, y, x + size, y + size], outline=0, width=3)
+        if ticked:      # a check mark that starts far left of the box and ends inside it
+            d.line([x - 60, y + size - 10, x + size - 6, y + 6], fill=0, width=5)
+        d.text((x + size + 15, y - 4), word, font=font, fill=0)
+        x += int(2.8 * dpi)
+    path = tmp_path / "boxes.png"
+    img.save(path, dpi=(dpi, dpi))
+    got = extract_document(path)
+    assert got["urgency"] == "urgent"
+    assert got["referred_to_specialty"] == "neurology"

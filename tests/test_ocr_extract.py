@@ -232,3 +232,26 @@ def test_nothing_said_means_null():
     assert all(got[k] in (None, []) for k in ("patient_family_name", "patient_dob", "urgency", "diagnosis_codes",
                                               "referring_practice_fax", "insurance_payer"))
     assert extract_fields([])["patient_dob"] is None
+
+
+def test_compact_intake_labels_without_colons():
+    p = page((40, 1, "Pt: Nguyen, Thomas  DOB 4/5/77  M  Ph (503) 555-0111  MRN 7788123"),
+             (40, 2, "Ins: Kaiser  Mbr# KP00991122  Ref Dr: Susan Wu DO  NPI 1234567893"),
+             (40, 3, "Tel 503-555-0100  Fx 503-555-0101  Spec: Neuro  Pri: Routine"),
+             (40, 4, "Dx: G43.909, R51.9"))
+    got = extract_fields([p])
+    assert (got["patient_given_name"], got["patient_family_name"]) == ("Thomas", "Nguyen")
+    assert got["patient_dob"] == "1977-04-05" and got["patient_sex"] == "M"      # the lone M after the DOB
+    assert got["patient_phone"] == "5035550111" and got["patient_mrn"] == "7788123"
+    assert got["insurance_payer"] == "Kaiser Permanente" and got["insurance_member_id"] == "KP00991122"
+    assert got["referring_provider_name"] == "Susan Wu"
+    assert got["referring_practice_phone"] == "5035550100" and got["referring_practice_fax"] == "5035550101"
+    assert got["referred_to_specialty"] == "neurology" and got["urgency"] == "routine"
+    assert got["diagnosis_codes"] == ["G43.909", "R51.9"]
+
+
+def test_idaho_zip_is_not_an_id_and_area_code_is_not_a_diagnosis():
+    p = page((40, 1, "Patient: Lee, Ann"), (40, 2, "9870 Church St, Boise, ID 83702"), (40, 3, "Phone (809) 555-0123"))
+    got = extract_fields([p])
+    assert got["patient_mrn"] is None and got["insurance_member_id"] is None
+    assert got["diagnosis_codes"] == []

@@ -100,7 +100,7 @@ def parse_sex(text: str) -> str | None:
         return picked[0]
     if any(_mark(t) is not None and t not in ("X", "x", "O", "o", "0", "M", "F") for t in tokens):
         return None
-    first = text.strip(" :;,.|").split()
+    first = re.sub(r"^[^A-Za-z0-9\u2610\u2612]+", "", text).split()
     if not first:
         return None
-    return _classify(first[0], SEX_WORDS)
+    return _classify(re.split(r"[/(]", first[0])[0], SEX_WORDS)

@@ -70,11 +70,13 @@ def find_codes(text: str, labelled: bool = False) -> list[str]:
     for m in CODE_RE.finditer(text):
         raw = m.group(1)
         has_dot = "." in raw or "," in raw
-        if not has_dot and not labelled:
+        boxed = (m.start() > 0 and text[m.start() - 1] == "(" and text[m.end():m.end() + 1] == ")"
+                 and raw[0].isalpha() and raw[1:3].isdigit() and is_valid(raw))
+        if not has_dot and not labelled and not boxed:
+            continue                      # "(I10)" is a code; a bare "I10" in prose may not be
+        if not has_dot and not re.search(r"[A-Z]", raw[0]) and not (labelled or boxed):
             continue
-        if not has_dot and not re.search(r"[A-Z]", raw[0]) and not labelled:
-            continue
-        code = repair(raw)
+        code = repair(raw) if has_dot else (raw if is_valid(raw) and raw[0].isalpha() else None)
         if code and (has_dot or len(code) >= 3) and code not in out:
             if not has_dot and not code[0].isalpha():
                 continue

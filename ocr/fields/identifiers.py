@@ -78,6 +78,10 @@ def fix_id_ocr(ident: str) -> str:
     """Digits where an id is mostly digits (O->0, l->1 in '12O45l7'); letters kept in a leading prefix."""
     m = re.match(r"^([A-Za-z]{0,4})(.*)$", ident)
     prefix, rest = m.group(1), m.group(2)
+    # "MROS9591": digit look-alikes at the end of a letter prefix, right before the digits
+    tail = re.search(r"[OoSIlB]+$", prefix)
+    if tail and rest[:1].isdigit() and len(prefix) - len(tail.group(0)) >= 2:
+        prefix, rest = prefix[:tail.start()], tail.group(0).translate(TO_DIGIT) + rest
     if rest and sum(c.isdigit() for c in rest) >= 0.7 * len(rest.replace("-", "")):
         rest = rest.translate(TO_DIGIT)
     return prefix + rest

@@ -66,6 +66,7 @@ def match_payer(text: str) -> tuple[str, float] | None:
     hit = process.extractOne(stripped, list(keys), scorer=fuzz.ratio, score_cutoff=88) if stripped else None
     if hit:
         return keys[hit[0]], hit[1] / 100 * 0.95
-    if re.search(r"[A-Za-z]{3}", raw) and len(raw.split()) <= 6:
+    if re.search(r"[A-Za-z]{3}", raw) and len(raw.split()) <= 6 and not re.search(r"\d", raw) \
+            and sum(c.isalpha() for c in raw) >= 0.7 * len(raw.replace(" ", "")):
         return re.sub(r"\s+", " ", raw), 0.5
     return None
