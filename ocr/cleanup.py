@@ -1,10 +1,11 @@
 """Page clean-up before OCR, pure functions over numpy images (uint8, 0 = ink).
 
-Order (see `clean_page`): square pixels (fax 204x98 is stretched vertically), scale to
-~300 dpi (tesseract reads 10-point fax text far better at that size), binarize (Otsu),
-drop specks (connected components of a few pixels: fax line noise), deskew (projection
-profile, +-6 degrees). Ruling lines of forms are removed from the copy given to OCR only,
-because tesseract otherwise reads them as letters; checkboxes are found on the original.
+Order (see `clean_page`): drop specks (connected components of a few pixels at the scan's
+resolution: fax line noise), square pixels (fax 204x98 is stretched vertically, then
+blurred along the stretch), scale to ~300 dpi (tesseract reads 10-point fax text far
+better at that size), deskew (projection profile, +-6 degrees). The page stays grayscale.
+Ruling lines of forms are removed from the copy given to OCR only, because tesseract
+otherwise reads them as letters; checkboxes are found on a binarized copy.
 """
 from __future__ import annotations
 

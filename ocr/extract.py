@@ -262,13 +262,13 @@ class Extractor:
             flow = self._flow(fl)          # prose: "... Reason for referral:" / "Kidney stone, recurrent."
             if flow:
                 spans.append(flow)
-        if True:
-            # value under the label (boxed forms, table headers) or over it (underlined blanks
-            # with the label printed beneath): the nearer one first
-            near = self._below(fl) + self._above(fl)
-            # the page's own convention first (see _vote_direction); a colon points forward
-            below_first = getattr(self, "values_below", {}).get(fl.line.page, True) or lab.colon
-            spans.extend(sorted(near, key=lambda sp: ((sp.how == "above") == below_first, sp.gap)))
+        # then the value under the label (boxed forms, table headers) or over it (underlined
+        # blanks with the label beneath), also as a fallback when the same-cell text is a hint
+        # like "(last, first)": the page's own convention first (see _vote_direction), and a
+        # colon points forward
+        near = self._below(fl) + self._above(fl)
+        below_first = getattr(self, "values_below", {}).get(fl.line.page, True) or lab.colon
+        spans.extend(sorted(near, key=lambda sp: ((sp.how == "above") == below_first, sp.gap)))
         if multiline and spans:
             spans[0] = self._continue(fl, spans[0])
         return spans
@@ -401,6 +401,9 @@ class Extractor:
             order = fl.line.number * 10000 + fl.x0
             if target == "insurance_payer_known":
                 target = "insurance_payer"
+            if target == "cover_from":
+                target = "referring_provider_name"
+                how_penalty *= 0.6           # "From: Dr. Alan Brooks" names the sender, below a labelled one
             self.ev.add(Candidate(target, value, score * how_penalty, valid, mean_conf(span.words), order,
                                   f"label:{span.how}"))
             if target == "patient_dob":
@@ -562,7 +565,7 @@ PARSERS = {
     "patient_name": _name, "patient_family_name": _single_name, "patient_given_name": _single_name,
     "patient_dob": _dob, "patient_sex": _sex, "patient_phone": _phone, "patient_mrn": _mrn,
     "insurance_payer": _payer, "insurance_payer_known": _payer_known, "insurance_member_id": _member, "referring_provider_name": _provider_name,
-    "referring_provider_npi": _npi, "referring_practice_phone": _phone, "referring_practice_fax": _phone,
+    "cover_from": _provider_name, "referring_provider_npi": _npi, "referring_practice_phone": _phone, "referring_practice_fax": _phone,
     "referred_to_specialty": _specialty, "urgency": _urgency, "diagnosis_codes": _codes, "reason": _reason,
 }
 

@@ -50,7 +50,7 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"group\s*(?:#|no\.?|number|id)?|grp\s*#?", None, "insurance", 1),
     # --- referring provider
     (rf"{REF}\s*{DOC}(?:\s*name)?|referred\s+by|referral\s+from|{REF}\s+(?:provider|physician)\s*/\s*practice", "referring_provider_name", "referring", 1),
-    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider)", "referring_provider_name", "referring", 1),
+    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider|author|authored\s+by|seen\s+by|dictated\s+by|note\s+by|provider\s+of\s+record|from\s+(?:provider|physician|dr\.?))", "referring_provider_name", "referring", 1),
     (rf"(?:{REF}\s*)?{DOC}\s+npi|{REF}\s+npi|npi\s*(?:#|no\.?|number|num)?|n\.p\.i\.?", "npi", _, 2),
     (rf"{REF}\s+(?:practice|office|clinic|facility)(?:\s+name)?|practice\s+name|clinic\s+name|office\s+name|facility", None, "referring", 1),
     (r"office|clinic|practice", "referring_practice_phone", "referring", 1),     # "Office: 555-..." (a name fails the phone parser)
@@ -72,7 +72,8 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
     # --- sections without a field of their own
     (rf"{PT}\s+(?:information|info|demographics|details|data)|demographics|patient\s+/\s+member", None, "patient", 1),
-    (rf"{REF}\s+(?:provider|physician|practice|office|clinic|source)(?:\s+information)?|{REF}\s+information|from|sender|sent\s+by", None, "referring", 1),
+    (rf"{REF}\s+(?:provider|physician|practice|office|clinic|source)(?:\s+information)?|{REF}\s+information", None, "referring", 1),
+    (r"from|sender|sent\s+by", "cover_from", "referring", 1),     # cover sheet: a provider's name, or a practice's
     (r"to|recipient|attn\.?|attention|consultant|specialist|receiving\s+(?:provider|practice|clinic)|referred\s+to\s+provider|(?:specialist|consultant)\s+information", None, "to", 1),
     (r"(?:insurance|coverage|payer|billing)\s+(?:information|info|details)", None, "insurance", 1),
     (r"(?:subscriber|policy\s*holder|guarantor|insured|responsible\s+party|emerg(?:ency|\.)?\s+contact|next\s+of\s+kin|contact\s+person|caregiver|parent|guardian)(?:\s+(?:information|name|info))?", None, "other", 1),

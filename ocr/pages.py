@@ -16,6 +16,7 @@ from ocr import checkboxes, cleanup, tesseract
 from ocr.documents import DocumentError, PageJob
 from ocr.model import Page
 
+PSM = 3                  # automatic layout; psm 4/6/11 measured no better on referral forms
 SUSPECT_CONF = 55.0      # mean word confidence below this: maybe upside down or sideways
 SUSPECT_WORDS = 12
 
@@ -52,35 +53,32 @@ def read_page(job: PageJob, pages_dir: str | None = None, timeout: float = tesse
     """OCR one page. Raises DocumentError (corrupt page) or tesseract.OcrTimeout."""
     start = time.monotonic()
     gray, xdpi, ydpi = load_raster(job)
-    binary, facts = cleanup.clean_page(gray, xdpi, ydpi)      # grayscale, ~300 dpi, upright-ish
+    image, facts = cleanup.clean_page(gray, xdpi, ydpi)      # grayscale, ~300 dpi, deskewed
     dpi = facts["dpi"]
-    words, boxes, rotation = _ocr(binary, dpi, timeout)
+    words, boxes, rotation = _ocr(image, dpi, timeout)
     warnings = []
     if _suspect(words):
-        turn = tesseract.orientation(binary)
+        turn = tesseract.orientation(image)
         if turn:
-            turned = np.ascontiguousarray(np.rot90(binary, k=-turn // 90))
+            turned = np.ascontiguousarray(np.rot90(image, k=-turn // 90))
             words2, boxes2, _ = _ocr(turned, dpi, timeout)
             if _quality(words2) > _quality(words):
-                binary, words, boxes, rotation = turned, words2, boxes2, turn
+                image, words, boxes, rotation = turned, words2, boxes2, turn
                 warnings.append(f"page {job.index + 1} was turned {turn} degrees")
     words = checkboxes.merge_boxes(words, boxes)
     image_path = None
     if pages_dir:
         Path(pages_dir).mkdir(parents=True, exist_ok=True)
         image_path = str(Path(pages_dir) / f"page-{job.index + 1:03d}.png")
-        Image.fromarray(binary).save(image_path, optimize=True)
-    h, w = binary.shape
+        Image.fromarray(image).save(image_path, optimize=True)
+    h, w = image.shape
     return Page(job.index + 1, float(w), float(h), words, "ocr", round(time.monotonic() - start, 3), rotation,
                 warnings, image_path)
 
 
-PSM = 3     # automatic layout; psm 4/6/11 measured no better on referral forms
-
-
-def _ocr(binary: np.ndarray, dpi: float, timeout: float):
-    boxes = checkboxes.find_boxes(cleanup.binarize(binary), dpi)
-    words = tesseract.ocr_words(cleanup.remove_rules(binary, dpi), psm=PSM, timeout=timeout)
+def _ocr(image: np.ndarray, dpi: float, timeout: float):
+    boxes = checkboxes.find_boxes(cleanup.binarize(image), dpi)
+    words = tesseract.ocr_words(cleanup.remove_rules(image, dpi), psm=PSM, timeout=timeout)
     return words, boxes, 0
 
 

@@ -255,3 +255,17 @@ def test_idaho_zip_is_not_an_id_and_area_code_is_not_a_diagnosis():
     got = extract_fields([p])
     assert got["patient_mrn"] is None and got["insurance_member_id"] is None
     assert got["diagnosis_codes"] == []
+
+
+@pytest.mark.parametrize("row,name", [
+    ("Referring Provider: Brooks, Alan, MD", "Alan Brooks"), ("Referring Physician: Alan J. Brooks, M.D.", "Alan Brooks"),
+    ("Author: Alan Brooks ARNP", "Alan Brooks"), ("Electronically signed by: Alan Brooks, MD on 11/23/2026", "Alan Brooks"),
+    ("FROM: Dr. Alan Brooks", "Alan Brooks"), ("PCP: ALAN BROOKS, DO", "Alan Brooks")])
+def test_referring_provider_label_wordings(row, name):
+    got = extract_fields([page((40, 1, "Patient: Lee, Ann"), (40, 3, row))])
+    assert got["referring_provider_name"] == name
+
+
+def test_cover_sender_practice_name_is_not_a_provider():
+    got = extract_fields([page((40, 1, "FROM: Lakeside Primary Care"), (40, 2, "Fax: (555) 300-1000"))])
+    assert got["referring_provider_name"] is None and got["referring_practice_fax"] == "5553001000"

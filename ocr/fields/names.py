@@ -13,7 +13,9 @@ import re
 TITLES = {"dr", "doctor", "mr", "mrs", "ms", "miss", "mx", "prof", "patient", "pt", "name"}
 CREDENTIALS = {"md", "do", "np", "pa", "pa-c", "pac", "rn", "fnp", "fnp-c", "fnp-bc", "dnp", "phd", "facc", "facp",
                "faafp", "mph", "aprn", "dds", "dpm", "od", "mbbs", "facs", "crnp", "anp", "agnp", "cnm", "mba",
-               "lcsw", "psyd", "dc", "ms", "msn", "bsn", "np-c", "m.d", "d.o", "faap", "facog", "facg", "acnp"}
+               "lcsw", "psyd", "dc", "ms", "msn", "bsn", "np-c", "m.d", "d.o", "faap", "facog", "facg", "acnp",
+               "arnp", "cnp", "pmhnp", "pmhnp-bc", "msw", "agnp-c", "whnp", "fnp-bc", "aprn-bc", "cns", "pharmd",
+               "facep", "fasn", "fccp", "facr", "frcpc", "mrcp", "md,", "do,", "m.d.,", "apn", "ph.d"}
 GENERATIONAL = {"jr", "sr", "ii", "iii", "iv"}
 NOT_NAME = {"patient", "information", "date", "birth", "dob", "sex", "gender", "phone", "fax", "address",
             "insurance", "referral", "referring", "provider", "physician", "medical", "clinic", "center",
