@@ -76,6 +76,8 @@ channels:
   - name: ehr_inbound
     source: {{type: mllp, host: 127.0.0.1, port: {mllp_port}}}
     transformer: {{mappings: {REPO / 'mappings'}}}
+    destinations:
+      - {{name: specialist_ehr, type: file, directory: ./var/specialist}}
   - name: fax_inbox
     source:
       type: fax_folder
@@ -86,6 +88,15 @@ channels:
         default_min_confidence: 1.0
         min_confidence: {{patient_family_name: 1.0, patient_given_name: 1.0, patient_dob: 1.0,
                           referred_to_specialty: 1.0}}
+outbound:
+  templates: {REPO / 'mappings' / 'outbound'}
+  rules:     # a fax accepted in review registers the patient and creates the order (through the engine)
+    - {{name: register_faxed_patient, on: [fax.accepted], send: adt_a04, to: specialist_ehr}}
+    - {{name: order_faxed_referral, on: [fax.accepted], send: orm_o01, to: specialist_ehr}}
+schedules:
+  retry_pump_seconds: 0.5
+outreach:
+  templates: {REPO / 'mappings' / 'outreach'}
 """)
     for name, role in (("ana", "analyst"), ("cora", "coordinator")):
         r = subprocess.run([sys.executable, str(REPO / "run_engine.py"), "user", "add", name, "--role", role,
@@ -236,6 +247,16 @@ def test_coordinator_reviews_and_accepts_a_faxed_referral(running, browser, shot
     assert conn.execute("SELECT patient_family_name FROM referrals WHERE id=?",
                         (referral_id,)).fetchone()[0] == truth["patient_family_name"]
     page.close()
+    # The acceptance reached the engine's outbound rules: ADT^A04 + ORM^O01 written for the specialist EHR.
+    out = engine.config.data_dir / "specialist"
+    files = wait_for(lambda: sorted(out.glob("*.hl7")) if len(list(out.glob("*.hl7"))) >= 2 else None, timeout=20)
+    kinds = sorted(f.read_text().split("\r")[0].split("|")[8].split("^")[1] for f in files)
+    assert kinds == ["A04", "O01"]
+    assert all(truth["patient_family_name"].upper() in f.read_text().upper() for f in files)
+    # and the page's OCR time is in /metrics
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+        ocr = [line for line in r.read().decode().splitlines() if line.startswith("engine_ocr_page_seconds_count")]
+    assert ocr and float(ocr[0].split()[-1]) >= 1
 
 
 def test_pause_stops_the_listener_and_resume_starts_it(running, browser):

@@ -255,8 +255,10 @@ class FaxFolderChannel:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             try:
-                return await loop.run_in_executor(self._pool, read_for_channel, str(path),
-                                                  self.source.max_pages, pages_dir)
+                outcome = await loop.run_in_executor(self._pool, read_for_channel, str(path),
+                                                     self.source.max_pages, pages_dir)
+                _observe_pages(outcome.get("extraction"))
+                return outcome
             except concurrent.futures.process.BrokenProcessPool:
                 # a worker died (out of memory, killed): new pool, one more try, then it is this file's fault
                 log.error("fax worker died; starting new workers", extra={"fields": {"channel": self.name,
@@ -279,3 +281,11 @@ class FaxFolderChannel:
         if fax.extraction and fax.extraction.get("ocr_text") and fax.pages_dir:
             Path(fax.pages_dir).mkdir(parents=True, exist_ok=True)
             (Path(fax.pages_dir) / "ocr.txt").write_text(fax.extraction["ocr_text"], encoding="utf-8")
+
+
+def _observe_pages(extraction: dict | None) -> None:
+    """OCR seconds per page into /metrics (a no-op when the dashboard's metrics are off)."""
+    if extraction and extraction.get("source") != "text_layer" and extraction.get("pages"):
+        from engine.web.metrics import observe_ocr_page
+        for _ in range(extraction["pages"]):
+            observe_ocr_page(extraction.get("seconds_per_page") or 0.0)
