@@ -167,8 +167,10 @@ def aging_by_specialty(conn: sqlite3.Connection, now: datetime | None = None) ->
 
 
 def report(conn: sqlite3.Connection, start: date, end: date, now: datetime | None = None) -> dict:
+    from engine.authorization import auth_kpis
     return {"summary": summary(conn, start, end), "daily": daily(conn, start, end),
-            "aging": aging_by_specialty(conn, now)}
+            "aging": aging_by_specialty(conn, now),
+            "authorization": auth_kpis(conn, start.isoformat(), (end + timedelta(days=1)).isoformat())}
 
 
 def to_csv(report_doc: dict) -> str:
@@ -187,6 +189,11 @@ def to_csv(report_doc: dict) -> str:
     w.writerow(["day", "created", "scheduled", "completed", "closed"])
     for d in report_doc["daily"]:
         w.writerow([d["day"], d["created"], d["scheduled"], d["completed"], d["closed"]])
+    w.writerow([])
+    w.writerow(["payer", "authorizations_decided", "approved", "denied", "denial_rate", "median_days", "p90_days"])
+    for p in report_doc["authorization"]["by_payer"]:
+        w.writerow([p["payer"], p["decided"], p["approved"], p["denied"], p["denial_rate"], p["median_days"],
+                    p["p90_days"]])
     w.writerow([])
     labels = [label for _, _, label in AGE_BUCKETS]
     w.writerow(["specialty", "waiting", *labels, "late"])

@@ -139,6 +139,25 @@ def test_denial_opens_a_review_exception_and_tells_the_coordinator(tmp_path, pay
     assert (cascadia["approved"], cascadia["denied"], cascadia["denial_rate"]) == (1, 1, 0.5)
     assert kpis["decided"] == 2 and kpis["turnaround_days"]["median"] < 0.01
     assert kpis["waiting_on_auth"]["referrals"] == 1
+    # the same figures on the dashboard's KPI page and in its CSV export
+    from datetime import date, timedelta
+    from engine import kpis as dashboard_kpis
+    from engine.web.app import create_app
+    today = date.today()
+    conn = sqlite3.connect(db)
+    try:
+        report = dashboard_kpis.report(conn, today - timedelta(days=1), today)
+    finally:
+        conn.close()
+    assert report["authorization"]["by_payer"] == kpis["by_payer"]
+    assert "payer,authorizations_decided,approved,denied,denial_rate" in dashboard_kpis.to_csv(report)
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "run_engine.py", "user", "add", "kim", "--role", "viewer", "--config", str(path)],
+                   input="kpi page password\n", text=True, check=True, capture_output=True)
+    from tests.test_web_api import login
+    page = login(create_app(load_config(path)), "kim", "kpi page password").get("/kpis").text
+    assert 'id="auth-by-payer"' in page and "CASCADIA MUTUAL HEALTH PLAN" in page and "50.0 %" in page
 
 
 @pytest.mark.slow
