@@ -96,7 +96,8 @@ def test_outbound_queue_mode_delivers_every_row_once_in_id_order(capsys):
     [sender], [queue] = trials["sender"], trials["queue"]
     assert sender["errors"] == 0 and sender["messages"] == 300
     assert queue["errors"] == 0 and queue["received"] == 300 and queue["received_once_in_id_order"] is True
-    assert queue["msgs_per_s"] > 0 and queue["writer_transactions"] >= 2 * 5   # a claim + an outcome per 64 rows
+    # 5 batches of 64: the first claim, then each batch's outcomes together with the next claim (+ start-up)
+    assert queue["msgs_per_s"] > 0 and 5 + 1 <= queue["writer_transactions"] <= 5 + 3
 
 
 @pytest.mark.slow
