@@ -68,6 +68,7 @@ class Zone:
 class Evidence:
     """Everything the passes found, by field."""
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)
+    text: str = ""          # the document's lines, for checks across fields
 
     def add(self, cand: Candidate) -> None:
         self.candidates.setdefault(cand.field, []).append(cand)
@@ -138,6 +139,7 @@ class Extractor:
         self.ev = Evidence()
 
     def run(self) -> Evidence:
+        self.ev.text = "\n".join(line.text for line in self.lines)
         self._find_labels()
         self._build_zones()
         for fl in self.labels:
@@ -388,6 +390,8 @@ class Extractor:
         parse = PARSERS.get(target)
         if parse is None:
             return
+        if target == "patient_name" and FAMILY_FIRST_HINT.search(fl.seg.text[lab.start:lab.end]):
+            parse = _name_family_first       # "Name (Last First): SMITH JOHN" says the order itself
         for i, span in enumerate(self.spans_for(fl, multiline=target in MULTILINE)):
             parsed = parse(span.text.strip(VALUE_JUNK))
             if parsed is None:
@@ -442,6 +446,28 @@ def _name(text: str):
         if got:
             return got, 1.0 if t == text else 0.85
     return None
+
+
+# a label that tells the order of the name it labels: "Name (Last, First)", "Last/First Name"
+FAMILY_FIRST_HINT = re.compile(r"\b(?:last|family|sur)(?:\s*name)?\s*[,/&\s]\s*(?:first|given)\b", re.I)
+
+
+def _name_family_first(text: str):
+    """A patient name under a label that says family name first: "SMITH JOHN" -> (John, Smith).
+    With a comma the usual parse already has the order; a particle family ("Van Dyke John") or a
+    middle initial ("Smith John Q") are handled by putting the first word(s) last."""
+    text = re.split(r"\s{2,}|\t|\|", text.strip())[0]
+    if "," in text:
+        return _name(text)
+    tokens = text.split()
+    if len(tokens) < 2:
+        return None
+    n = 1
+    while n < len(tokens) - 1 and tokens[n - 1].lower() in names.PARTICLES:
+        n += 1                               # "Van Dyke John": the family is two words
+    given_part = [t for t in tokens[n:] if len(t.strip(".")) > 1] or tokens[n:]
+    got = names.split_name(" ".join(tokens[:n]) + ", " + " ".join(given_part))
+    return (got, 1.0) if got else _name(text)
 
 
 def _provider_name(text: str):
@@ -512,6 +538,7 @@ def _member(text: str):
 
 
 def _payer(text: str):
+    text = re.split(r"(?<=[a-z)])\.\s+(?=[A-Z])|\s{3,}", text)[0]   # prose runs on: "Oscar Health. Our ..."
     got = payers.match_payer(text)
     return (got[0], got[1]) if got else None
 
@@ -572,6 +599,21 @@ PARSERS = {
 
 # ---------------------------------------------------------------- the result
 
+def _order_by_courtesy_title(name: tuple[str, str], text: str) -> tuple[str, str]:
+    """(given, family) turned round when the document itself says otherwise: "BROOKS ALAN MD"
+    read as Brooks Alan, while elsewhere the page says "Dr. Alan" never but "Dr. Brooks" once.
+    A title is followed by a family name (or a full given-first name), never a lone given name."""
+    given, family = name
+    if " " in given or " " in family:
+        return name
+    def titled(word: str) -> bool:
+        # "Dr. Brooks asks" counts, "Dr. Alan Brooks" (a capitalised word or initial follows) does not
+        return re.search(r"(?i:\bDr\.?\s+" + re.escape(word) + r"\b)(?!\.?\s+[A-Z])", text) is not None
+    if titled(given) and not titled(family):
+        return family, given
+    return name
+
+
 def extract_fields(pages: list[Page]) -> dict:
     """The contract dict (fields, `confidence`, `evidence`) for the pages' words."""
     ev = Extractor(pages).run()
@@ -592,6 +634,7 @@ def extract_fields(pages: list[Page]) -> dict:
             continue
         value = best.value
         if name == "referring_provider_name":
+            value = _order_by_courtesy_title(value, ev.text)
             value = f"{value[0]} {value[1]}"
         out[name] = value
         confidence[name] = round(max(0.0, min(1.0, best.score * best.valid * (0.4 + 0.6 * best.conf))), 2)

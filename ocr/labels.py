@@ -21,7 +21,7 @@ from dataclasses import dataclass
 _ = None
 PT = r"(?:patient'?s?|pt\.?|client|member)"
 REF = r"(?:referring|ref\.?|referral|requesting|ordering|sending)"
-DOC = r"(?:provider|physician|doctor|dr\.?|md|clinician|practitioner|prescriber)"
+DOC = r"(?:provider|prov\.?|physician|phys\.?|doctor|dr\.?|md\s*/\s*do|md|clinician|practitioner|prescriber)"
 PRACT = r"(?:practice|office|clinic|provider|physician|doctor|facility|sender'?s?|return|reply|callback|call\s*back)"
 
 LEXICON: list[tuple[str, str | None, str | None, int]] = [
@@ -29,17 +29,19 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (rf"{PT}\s*(?:full\s+|legal\s+)?name(?:\s*\(\s*last\s*,\s*first\s*\))?", "patient_name", "patient", 1),
     (r"name\s+of\s+patient|patient\s+/\s+member\s+name|member\s+name|patient\s+information\s+name", "patient_name", "patient", 1),
     (rf"(?:{PT}\s*)?(?:last|family|sur)\s*name", "patient_family_name", "patient", 1),
-    (rf"(?:{PT}\s*)?(?:first|given)\s*name", "patient_given_name", "patient", 1),
+    (rf"(?:{PT}\s*)?(?:(?:first|given)\s*name|forename)", "patient_given_name", "patient", 1),
     (r"(?:re|regarding|subject|patient\s+re)", "patient_name", "patient", 0),
-    (r"patient|pt\.?", "patient_name", "patient", 0),
+    (r"(?:patient|pt\.?)(?!\s*(?:#|no\b|number\b|num\b|nbr\b))", "patient_name", "patient", 0),   # "Patient #" is an id
     (rf"(?:{PT}\s*)?(?:d\.?\s?[o0]\.?\s?b\.?|date\s+of\s+birth|birth\s*date|birth\s+dt|bdate|dob)", "patient_dob", "patient", 2),
     (r"born(?:\s+on)?", "patient_dob", _, 0),
-    (rf"(?:{PT}\s*)?(?:sex|gender|sex\s*/\s*gender|gender\s*/\s*sex|m\s*/\s*f)", "patient_sex", "patient", 1),
+    (rf"(?:{PT}\s*)?(?:sex\s*/\s*gender|gender\s*/\s*sex|(?:birth\s+|legal\s+)?sex|gender(?:\s+identity)?|m\s*/\s*f)", "patient_sex", "patient", 1),
     (rf"(?:{PT}\s*)(?:phone|tel\.?|telephone|contact|ph\.?|cell|mobile)(?:\s+(?:number|no\.?|#))?", "patient_phone", "patient", 1),
     (r"(?:home|hm|cell|mobile|primary|best|daytime|evening)\s*(?:phone|tel\.?|telephone|number|ph\.?|#)", "patient_phone", _, 1),
     (r"contact\s*(?:phone|tel\.?|telephone|number|ph\.?|#|no\.?)|contact", "phone", _, 1),
     (r"phone\s*\((?:home|cell|mobile|h|c)\)|cell|mobile|home", "patient_phone", _, 0),
-    (rf"(?:{PT}\s*)?(?:mrn[e£]?|m\.r\.n\.?|mr\s*#|mr\s+(?:no|number)|medical\s+record(?:\s+(?:number|no\.?|#))?|med\.?\s*rec\.?(?:\s*#)?|chart(?:\s+(?:number|no\.?|#|id))?|record\s*#)", "patient_mrn", "patient", 2),
+    (rf"(?:{PT}\s*)?(?:mrn[e£]?|m\.r\.n\.?|mr\s*#|mr\s+(?:no|number)|medical\s+record(?:\s+(?:number|no\.?|#))?|med\.?\s*rec\.?(?:\s*#)?|chart(?:\s+(?:number|no\.?|#|id))?|record\s*(?:#|no\b\.?|number\b))", "patient_mrn", "patient", 2),
+    # a record number under another name (hospital, unit, EMR): never an insurance id
+    (r"(?:hosp\.?|hospital|unit|emr|ehr|clinic|facility|enterprise)\s*(?:id|#|no\b\.?|number\b|mrn)", "patient_mrn", "patient", 1),
     (r"(?:patient'?s?|pt\.?|client)\s*(?:id|identifier|account|acct\.?|#|no\.?|number)|mr\s+no\.?|hospital\s*(?:#|no\.?|number)|pid|acct\.?|account(?:\s+(?:#|no\.?|number))?", "patient_mrn", "patient", 1),
     # --- insurance
     (r"(?:primary\s+|secondary\s+)?(?:insurance|ins\.?)\s*(?:carrier|company|plan|name|provider|payer|payor|co\.?)?(?:\s+name)?", "insurance_payer", "insurance", 1),
@@ -67,7 +69,7 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"(?:referred|refer|referral|referring)\s+to(?:\s+(?:specialty|specialist|department|service|provider|clinic))?|consult(?:ation)?\s+(?:to|with|requested\s+with)", "referred_to_specialty", "to", 1),
     (r"(?:requested\s+)?special(?:i)?ty(?:\s+(?:requested|needed|referred\s+to|type))?|speciality|(?:requested\s+)?service(?:\s+requested)?|department|dept\.?|referral\s+type|consult\s+type|consultation\s+type|type\s+of\s+(?:referral|consult(?:ation)?|specialist)|spec\.?|svc\.?|referral(?:\s+for)?|consult(?:ation)?(?:\s+for)?", "referred_to_specialty", _, 1),
     (r"(?:referral\s+|request\s+)?(?:urgency|priority)(?:\s+level)?|urgency\s*/\s*priority|pri\.?|urg\.?|acuity", "urgency", _, 1),
-    (r"assessment(?:\s*(?:and|&|/)\s*plan)?|impression", "diagnosis_codes", "clinical", 1),
+    (r"assessment(?:\s*(?:and|&|/)\s*plan)?|impression|(?:active\s+)?problems?(?:\s+list)?|(?:medical\s+)?conditions?", "diagnosis_codes", "clinical", 1),
     (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
     (r"reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
     # --- sections without a field of their own
