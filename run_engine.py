@@ -586,7 +586,7 @@ def resend(outbound_ids: list[int] = typer.Argument(..., metavar="ID...", help="
         raise typer.Exit(1)
 
 
-SWEEPS = ("aging", "note_chase", "reminders", "no_show_follow_up", "auth_overdue")
+SWEEPS = ("aging", "note_chase", "reminders", "no_show_follow_up", "auth_overdue", "payer_inbox")
 
 
 @app.command()
@@ -605,10 +605,23 @@ def sweep(name: str = typer.Argument(..., metavar="NAME", help=f"one of: {', '.j
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     s = cfg.schedules
-    if name != "auth_overdue" and getattr(s, name) is None:
+    if name == "payer_inbox" and cfg.payers.inbox is None:
+        typer.echo(f"{cfg.source_file}: payers.inbox is not set (answers come back over HTTP) in this config",
+                   err=True)
+        raise typer.Exit(2)
+    if name not in ("auth_overdue", "payer_inbox") and getattr(s, name) is None:
         typer.echo(f"{cfg.source_file}: schedules.{name} is off (null) in this config", err=True)
         raise typer.Exit(2)
     journal = _writable_journal(cfg)
+    if name == "payer_inbox":          # files are moved after the commit, so it runs its own transaction
+        from engine import payer_exchange
+        from engine.payers import PayerDesk
+        try:
+            result = payer_exchange.sweep(journal.conn, PayerDesk(cfg).on_response, cfg.payers.inbox)
+        finally:
+            journal.close()
+        typer.echo(json.dumps(result))
+        return
     try:
         with journal.conn:
             if name == "aging":

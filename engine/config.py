@@ -450,8 +450,12 @@ class PayerRule(_Strict):
 
 class PayersConfig(_Strict):
     """Eligibility and prior authorization at intake (engine/eligibility.py, engine/authorization.py)."""
-    destination: str | None = Field(default=None, description="the webhook destination of the payer "
-                                    "gateway (clearinghouse) that answers 270 with 271 and 278 with 278")
+    destination: str | None = Field(default=None, description="the payer gateway (clearinghouse): a webhook "
+                                    "destination that answers 270 with 271 and 278 with 278 in its response, or a "
+                                    "file destination (an exchange folder) whose answers arrive in `inbox`")
+    inbox: Path | None = Field(default=None, description="with a file destination: the folder where the "
+                               "clearinghouse drops 271/278 answer files (engine/payer_exchange.py)")
+    inbox_every_seconds: float = Field(default=5.0, gt=0, description="how often the inbox is swept")
     submitter_id: str = Field(default="RIVERBEND", pattern=r"^[A-Za-z0-9]{2,15}$", description="ISA06/GS02")
     provider_name: str = Field(default="RIVERBEND REFERRAL CENTER", description="the requester (NM1*1P)")
     provider_npi: str = Field(default="1234567893", pattern=r"^\d{10}$")
@@ -518,12 +522,17 @@ class EngineConfig(_Strict):
         wanted += [("outreach.sms", self.outreach.sms, {"webhook"}), ("outreach.email", self.outreach.email, {"smtp"})]
         if self.schedules.note_chase is not None:
             wanted.append(("schedules.note_chase.to", self.schedules.note_chase.to, {"smtp", "webhook"}))
-        wanted.append(("payers.destination", self.payers.destination, {"webhook"}))
+        wanted.append(("payers.destination", self.payers.destination,
+                       {"webhook", "file"} if self.payers.inbox is not None else {"webhook"}))
         for key, name, types in wanted:
             if name is None:
                 continue
             if name not in kinds:
                 raise ValueError(f"{key}: no destination named {name!r} (destinations: {known})")
+            if key == "payers.destination" and kinds[name] not in types:
+                raise ValueError(f"{key}: {name!r} is a {kinds[name]} destination; expected webhook (answers in the "
+                                 "HTTP response), or file together with payers.inbox: PATH (the folder where the "
+                                 "clearinghouse drops 271/278 answers)")
             if types and kinds[name] not in types:
                 raise ValueError(f"{key}: {name!r} is a {kinds[name]} destination; expected {' or '.join(sorted(types))}")
         for i, rule in enumerate(self.outbound.rules):
@@ -535,7 +544,9 @@ class EngineConfig(_Strict):
                                  f"({rule.to!r} is {kinds[rule.to]}); use send: fax_letter for a fax destination")
         if self.payers.destination is not None:
             payer_gateway = self.destinations()[self.payers.destination]
-            if not payer_gateway.keep_response:
+            if isinstance(payer_gateway, FileDestination):
+                pass                       # answers come back as files in payers.inbox
+            elif not payer_gateway.keep_response:
                 raise ValueError(f"payers.destination: webhook {payer_gateway.name!r} must keep the whole response "
                                  f"(the payer's 271/278): set keep_response: true on it")
         return self
@@ -741,5 +752,7 @@ def _resolve_paths(config: EngineConfig, base: Path, source: Path) -> EngineConf
                 destination.directory = absolute(destination.directory)
     config.outbound.templates = absolute(config.outbound.templates)
     config.outreach.templates = absolute(config.outreach.templates)
+    if config.payers.inbox is not None:
+        config.payers.inbox = absolute(config.payers.inbox)
     config.source_file = source.resolve()
     return config

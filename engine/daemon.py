@@ -82,7 +82,7 @@ class Engine:
         self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max)
         self.committer.start(asyncio.get_running_loop())
         self.delivery = DeliveryService(config, partial(self.committer.submit, background=True), planner=self.planner,
-                                        on_response=self.payer_desk.on_response if self.payer_desk else None)
+                                        on_response=self.payer_desk.delivery_handlers if self.payer_desk else None)
         await self.delivery.start()
         self.scheduler = EngineScheduler(self)
         self.scheduler.start()

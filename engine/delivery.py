@@ -146,8 +146,10 @@ class DeliveryService:
                     # A batch's outcomes and the next batch's claim share one writer transaction.
                     rows, next_due = await self._deliver(name, rows)
                     continue
-            except Exception:
-                log.exception("delivery worker error", extra={"fields": {"destination": name}})
+            except Exception as exc:    # the claimed rows come back with the retry pump (lease expiry)
+                log.error("delivery worker error", extra={"fields": {"destination": name,
+                                                                     "error": type(exc).__name__}})
+                log.debug("delivery worker error", exc_info=True)
                 rows, next_due = [], None
             await self._sleep(wake, next_due)
 
@@ -170,8 +172,14 @@ class DeliveryService:
             if self._stopping or row["order_key"] in failed_keys:
                 held.append(row["id"])
                 continue
-            result = await connector.deliver(Delivery(row["id"], name, row["message_type"], row["control_id"],
-                                                      row["payload"], row["attempts"] + 1))
+            try:
+                result = await connector.deliver(Delivery(row["id"], name, row["message_type"], row["control_id"],
+                                                          row["payload"], row["attempts"] + 1))
+            except Exception as exc:    # a connector bug on this row: it counts as an attempt, never a lost batch
+                log.error("connector failed", extra={"fields": {"outbound_id": row["id"], "destination": name,
+                                                                "error": type(exc).__name__}})
+                log.debug("connector failed", exc_info=True)
+                result = DeliveryResult("retry", f"connector error: {type(exc).__name__}")
             outcomes.append((row, result))
             if result.outcome == "retry":
                 failed_keys.add(row["order_key"])
@@ -204,6 +212,27 @@ class DeliveryService:
                     status[0] if status else "unknown",
                     f"the response to outbound #{row['id']} could not be applied: {type(exc).__name__}: {exc}", at)
 
+    def _close_loop(self, conn: sqlite3.Connection, row, at: str) -> None:
+        """Close the referral (and queue what `status:closed` rules owe); a failure there is a review
+        exception, never a reason to lose the delivery's own record."""
+        conn.execute("SAVEPOINT close_loop")
+        try:
+            before = conn.execute("SELECT status FROM referrals WHERE id=?", (row["referral_id"],)).fetchone()
+            new = close_loop(conn, row["referral_id"], row["id"], at)
+            if new and self.planner is not None:
+                self.planner.plan(conn, row["referral_id"], None, before[0], new, cause=f"out{row['id']}")
+            conn.execute("RELEASE close_loop")
+        except Exception as exc:
+            conn.execute("ROLLBACK TO close_loop")
+            conn.execute("RELEASE close_loop")
+            log.error("closing the loop failed", extra={"fields": {"outbound_id": row["id"],
+                                                                   "error": type(exc).__name__}})
+            status = conn.execute("SELECT status FROM referrals WHERE id=?", (row["referral_id"],)).fetchone()
+            ReferralStore(conn).add_exception(row["referral_id"], row["source_message_id"], "outbound.closes_loop",
+                                              status[0] if status else "unknown",
+                                              f"outbound #{row['id']} was delivered but the referral could not be "
+                                              f"closed: {type(exc).__name__}: {exc}", at)
+
     def _record(self, conn: sqlite3.Connection, outcomes: list, held: list[int]) -> None:
         cfg = self.config.outbound
         at = outbound.now_iso()
@@ -216,12 +245,7 @@ class DeliveryService:
                     if handler is not None:
                         self._handle_response(conn, handler, row, result.ack, at)
                     if row["closes_loop"] and row["referral_id"] is not None:
-                        before = conn.execute("SELECT status FROM referrals WHERE id=?",
-                                              (row["referral_id"],)).fetchone()
-                        new = close_loop(conn, row["referral_id"], row["id"], at)
-                        if new and self.planner is not None:
-                            self.planner.plan(conn, row["referral_id"], None, before[0], new,
-                                              cause=f"out{row['id']}")
+                        self._close_loop(conn, row, at)
                 continue
             self.failed += 1
             status = outbound.record_failure(conn, row["id"], result.detail, result.ack,

@@ -188,7 +188,8 @@ def read_271(text: str, expected_trace: str | None = None) -> Coverage:
 
 
 def answer_text(ack: str | None) -> str:
-    """The payer's answer out of the webhook connector's ack ("HTTP 200 <body>"). Raises X12Error when
+    """The payer's answer out of the webhook connector's ack ("HTTP 200 <body>"); raw X12 (an answer file
+    from the exchange folder, engine/payer_exchange.py) passes through as it is. Raises X12Error when
     there is none (the gateway answered 2xx with an empty body)."""
     match = re.match(r"HTTP (\d{3}) ?(.*)\Z", ack or "", re.S)
     body = (match.group(2) if match else ack or "").strip()

@@ -97,32 +97,42 @@ def enqueue(conn: sqlite3.Connection, item: Outbound, *, order: str = "per_desti
 
 
 def claim_due(conn: sqlite3.Connection, destination: str, *, limit: int = 64, now: str | None = None,
-              worker: str = "local", lease_seconds: float = 300.0) -> list[sqlite3.Row]:
+              worker: str = "local", lease_seconds: float = 300.0, max_scan: int = 20_000) -> list[sqlite3.Row]:
     """Claim up to `limit` rows of `destination` that may be sent now, in id order, as 'sending'.
 
     A row may be sent when it is due and no earlier row of its order key is still owed, except rows
     claimed in this same call before it (the caller sends them in order and releases the rest of a
     key when one fails). An order key never spans destinations, so the scan in id order sees every
-    earlier row of a key before the key's later rows. Bound: reads at most 4×limit pending rows of the destination.
+    earlier row of a key before the key's later rows. A row held for later on purpose (never tried,
+    due in the future: outreach waiting for the end of quiet hours) holds nothing back.
+    Bound: reads the owed rows of the destination in pages of 4×limit, at most `max_scan` rows, and
+    stops at once when the destination-wide key (`per_destination`) is blocked.
     The caller commits; a crashed worker's rows come back after `lease_seconds` (`release_expired`)."""
     now = now or now_iso()
-    # The owed rows in id order straight off the partial index `outbound_owed` (no payloads, no sort).
-    rows = conn.execute(
-        "SELECT id, order_key, status, next_attempt_at FROM outbound INDEXED BY outbound_owed "
-        "WHERE destination=? AND status IN ('queued','sending','error') ORDER BY id LIMIT ?",
-        (destination, limit * 4)).fetchall()
     blocked: set[str] = set()
     claimed: list = []
-    for row in rows:
-        key = row["order_key"]
-        if key in blocked:
-            continue
-        if row["status"] == "sending" or row["next_attempt_at"] > now:
-            blocked.add(key)        # an earlier row of this key is in flight or waiting for its retry
-            continue
-        claimed.append(row)
-        if len(claimed) == limit:
+    after, scanned, page = 0, 0, limit * 4
+    while len(claimed) < limit and scanned < max_scan:
+        # The owed rows in id order straight off the partial index `outbound_owed` (no payloads, no sort).
+        rows = conn.execute(
+            "SELECT id, order_key, status, next_attempt_at, attempts FROM outbound INDEXED BY outbound_owed "
+            "WHERE destination=? AND status IN ('queued','sending','error') AND id>? ORDER BY id LIMIT ?",
+            (destination, after, page)).fetchall()
+        for row in rows:
+            key = row["order_key"]
+            if key in blocked:
+                continue
+            if row["status"] != "sending" and row["attempts"] == 0 and row["next_attempt_at"] > now:
+                continue            # held for later on purpose: not a reason to hold back the others
+            if row["status"] == "sending" or row["next_attempt_at"] > now:
+                blocked.add(key)    # in flight, or waiting for its retry: later rows of its key wait
+                continue
+            claimed.append(row)
+            if len(claimed) == limit:
+                break
+        if len(rows) < page or destination in blocked:
             break
+        after, scanned = rows[-1]["id"], scanned + len(rows)
     if not claimed:
         return []
     lease = now_iso(datetime.fromisoformat(now) + timedelta(seconds=lease_seconds))

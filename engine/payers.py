@@ -13,7 +13,8 @@ authorization (engine/authorization.py) into the engine:
   follows the move to auth_pending, so a `status:ready` rule does not fire for a
   referral that is not ready).
 - `on_response` maps outbound message types (`x12_270`, `x12_278`) to the handlers that
-  apply the payer's answer where the delivery is recorded (engine/delivery.py); a
+  apply the payer's answer where the delivery is recorded (engine/delivery.py; with a file
+  destination, where the answer file is swept from `payers.inbox`: engine/payer_exchange.py); a
   handler that raises (malformed 271/278) leaves the row `sent` with the answer kept
   and a review exception for the coordinators.
 - `sweep` escalates authorizations past the payer's expected turnaround and asks again
@@ -169,6 +170,19 @@ class PayerDesk:
     @property
     def on_response(self) -> dict:
         return {"x12_270": self.eligibility.apply_response, "x12_278": self.authorizations.apply_response}
+
+    @property
+    def answers_by_file(self) -> bool:
+        """The gateway is an exchange folder (a file destination): answers come back as files in
+        `payers.inbox` (engine/payer_exchange.py), not in a delivery's response."""
+        from engine.config import FileDestination
+        return self.enabled and isinstance(self.config.destinations().get(self.cfg.destination), FileDestination)
+
+    @property
+    def delivery_handlers(self) -> dict:
+        """`on_response` for the delivery: empty for an exchange folder, where writing the request file is
+        `sent` and the answer is applied when its file arrives (the file writer's ack is no answer)."""
+        return {} if self.answers_by_file else self.on_response
 
     def after_apply(self, conn: sqlite3.Connection, message_id: int, applied):
         """See the module docstring. Returns `applied`, or a copy whose to_status is where the referral went."""

@@ -186,6 +186,8 @@ class EngineScheduler:
             jobs["no_show_follow_up"] = (run_no_show, s.no_show_follow_up.every_minutes * 60)
         if config.payers.rules:        # engine/authorization.py: overdue authorizations, pended follow-ups
             jobs["auth_overdue"] = (run_auth_overdue, config.payers.sweep_every_minutes * 60)
+        if config.payers.inbox is not None:   # engine/payer_exchange.py: 271/278 answer files
+            jobs["payer_inbox"] = (run_payer_inbox, config.payers.inbox_every_seconds)
         self.scheduler.start()
         existing = {job.id for job in self.scheduler.get_jobs()}
         for job_id in existing - set(jobs):
@@ -272,3 +274,20 @@ async def run_auth_overdue() -> None:
     from engine.authorization import Authorizations
     authorizations = Authorizations(_ENGINE.config)
     await _sweep("auth_overdue", lambda conn: authorizations.sweep(conn, datetime.now(timezone.utc)))
+
+
+async def run_payer_inbox() -> None:
+    from engine import payer_exchange
+    engine = _ENGINE
+    if engine is None:
+        return
+    try:
+        result = await payer_exchange.run(engine)
+    except asyncio.CancelledError:     # the engine is stopping: the files wait in the inbox
+        return
+    except Exception as exc:
+        log.error("scheduled job failed", extra={"fields": {"job": "payer_inbox", "error": type(exc).__name__}})
+        return
+    if any(result.values()):
+        log.info("scheduled job", extra={"fields": {"job": "payer_inbox", **result}})
+        engine.delivery.wake()          # an answer may have queued a 278 or outbound rules' messages

@@ -129,3 +129,19 @@ def test_queue_depths_per_destination(conn):
     depths = {d["destination"]: d for d in outbound.queue_depths(conn)}
     assert (depths["ehr"]["queued"], depths["fax"]["sending"]) == (3, 1)
     assert depths["ehr"]["oldest_owed"] == at()
+
+
+def test_a_patient_with_a_long_backlog_does_not_starve_the_others(conn):
+    a = put(conn, 300, patient="A", order="per_patient")
+    claim(conn, limit=1)
+    fail(conn, a[0])                              # A's head waits for its retry; 299 more of A behind it
+    [b] = put(conn, 1, patient="B", order="per_patient")
+    assert claim(conn, seconds=1) == [b]
+
+
+def test_a_message_held_for_later_holds_nothing_back(conn):
+    [held] = [outbound.enqueue(conn, Outbound("mail", "email", b"{}", rule="appointment_reminder"),
+                               at=at(), due=at(3600))]       # quiet hours: due in an hour
+    later = put(conn, 2, destination="mail")
+    assert claim(conn, "mail") == later           # the note-chase e-mails go now
+    assert claim(conn, "mail", seconds=3601) == [held]
