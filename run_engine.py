@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from engine.config import ConfigError, EngineConfig, load_config
+from engine.store import write_transaction
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="HL7 v2 / fax integration engine for closed-loop referral management.")
@@ -570,7 +571,7 @@ def resend(outbound_ids: list[int] = typer.Argument(..., metavar="ID...", help="
     journal = _writable_journal(_config(config))
     missing = []
     try:
-        with journal.conn:
+        with write_transaction(journal.conn):
             for outbound_id in outbound_ids:
                 if not outbound.resend(journal.conn, outbound_id):
                     missing.append(outbound_id)
@@ -623,7 +624,7 @@ def sweep(name: str = typer.Argument(..., metavar="NAME", help=f"one of: {', '.j
         typer.echo(json.dumps(result))
         return
     try:
-        with journal.conn:
+        with write_transaction(journal.conn):
             if name == "aging":
                 result = schedules.aging_sweep(journal.conn, s.aging, now)
             elif name == "note_chase":
@@ -654,7 +655,7 @@ def outreach_reply(referral_id: int = typer.Argument(..., metavar="REFERRAL_ID")
         if journal.conn.execute("SELECT 1 FROM referrals WHERE id=?", (referral_id,)).fetchone() is None:
             typer.echo(f"no referral with id {referral_id}", err=True)
             raise typer.Exit(1)
-        with journal.conn:
+        with write_transaction(journal.conn):
             record_reply(journal.conn, referral_id, channel, text, by)
     finally:
         journal.close()

@@ -26,7 +26,7 @@ from typing import Iterator
 from engine.lifecycle import ManualTransitionRefused, manual_transition
 from engine.referral_store import ReferralStore
 from engine.rules import note_trigger
-from engine.store import now_iso
+from engine.store import now_iso, write_transaction
 
 __all__ = ["ActionRefused", "UnknownReferral", "UnknownException", "ExceptionAlreadyResolved", "InvalidDue",
            "ManualTransitionRefused", "parse_due", "assign", "set_next_action", "set_status", "resolve_exception"]
@@ -69,13 +69,8 @@ def parse_due(value: str | None) -> str | None:
 @contextmanager
 def _write(conn: sqlite3.Connection) -> Iterator[ReferralStore]:
     """One short write transaction (see the module docstring); rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         yield ReferralStore(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _referral(store: ReferralStore, referral_id: int) -> dict:

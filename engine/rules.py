@@ -22,6 +22,7 @@ import time
 
 from engine import outbound
 from engine.config import EngineConfig, FaxDestination, OutboundRule
+from engine.referral_store import ReferralStore
 from engine.templates import MSH, Templates
 
 log = logging.getLogger("engine.rules")
@@ -127,7 +128,7 @@ def migrate_triggers(db) -> None:
     fax accepted in review) wait here for the engine to run the outbound rules on them; and the
     partial index of owed outbound rows."""
     db["rule_triggers"].create({"id": int, "referral_id": int, "event": str, "from_status": str, "to_status": str,
-                                "cause_kind": str, "cause_id": str, "at": str, "planned_at": str},
+                                "cause_kind": str, "cause_id": str, "at": str, "planned_at": str, "error": str},
                                pk="id", not_null={"referral_id", "cause_kind", "at"})
     db["rule_triggers"].create_index(["planned_at", "id"])
     # The delivery workers' claims read the owed rows of a destination in id order: a partial index
@@ -153,9 +154,23 @@ def plan_triggers(conn: sqlite3.Connection, after_apply, limit: int = 200) -> in
     for row in rows:
         applied = Applied("applied", row["referral_id"], None, row["event"], row["from_status"], row["to_status"],
                           cause=f"trigger{row['id']}")
-        if after_apply is not None:
-            after_apply(conn, None, applied)
-        conn.execute("UPDATE rule_triggers SET planned_at=? WHERE id=?", (outbound.now_iso(), row["id"]))
+        at, error = outbound.now_iso(), None
+        conn.execute("SAVEPOINT trigger")
+        try:
+            if after_apply is not None:
+                after_apply(conn, None, applied)
+            conn.execute("RELEASE trigger")
+        except Exception as exc:    # planned once, with the reason; the coordinators see it
+            conn.execute("ROLLBACK TO trigger")
+            conn.execute("RELEASE trigger")
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("rules failed on a user action", extra={"fields": {"trigger": row["id"],
+                                                                         "error": type(exc).__name__}})
+            status = conn.execute("SELECT status FROM referrals WHERE id=?", (row["referral_id"],)).fetchone()
+            if status is not None:
+                ReferralStore(conn).add_exception(row["referral_id"], None, row["event"] or "user.action",
+                                                  status[0], f"the outbound rules failed on this change: {error}", at)
+        conn.execute("UPDATE rule_triggers SET planned_at=?, error=? WHERE id=?", (at, error, row["id"]))
     return len(rows)
 
 
@@ -213,10 +228,10 @@ class OutboundPlanner:
         if rule.send == "fax_letter":
             letter = fax_letter(context, destination, rule)
             if letter is None:
-                conn.execute("INSERT INTO review_exceptions (referral_id, message_id, event, status, reason, "
-                             "created_at) VALUES (?,?,?,?,?,?)",
-                             (referral_id, message_id, context["event"]["kind"], context["referral"]["status"],
-                              f"rule {name}: no referring fax number to send the {rule.send} to", at))
+                ReferralStore(conn).add_exception(referral_id, message_id, context["event"]["kind"] or "status",
+                                                  context["referral"]["status"],
+                                                  f"rule {name}: no referring fax number to send the {rule.send} to",
+                                                  at)
                 return None
             return outbound.Outbound(message_type="fax", payload=json.dumps(letter).encode("utf-8"), **common)
         msh = MSH(destination.sending_application, destination.sending_facility,

@@ -58,7 +58,10 @@ def aging_sweep(conn: sqlite3.Connection, cfg: AgingSchedule, now: datetime, pla
                              f"unscheduled after {age:.0f} days (expires after {cfg.expire_days:g})")
             leaked += 1
             if planner is not None:
-                planner.plan(conn, referral_id, None, status, "leaked", cause="aging:leaked")
+                planner.plan(conn, referral_id, None, status, "leaked", cause=f"aging:leaked:{referral_id}")
+            else:       # run outside the engine (the CLI): the engine plans it with the retry pump
+                from engine.rules import note_trigger
+                note_trigger(conn, referral_id, None, status, "leaked", ACTOR, "aging", at)
             continue
         if status == "no_show":
             continue
@@ -155,11 +158,15 @@ def no_show_sweep(conn: sqlite3.Connection, now: datetime, outreach) -> dict:
 
 
 class EngineScheduler:
-    """APScheduler in the engine's event loop, jobs stored in the engine's database."""
+    """The sweeps: APScheduler in the engine's event loop, jobs stored in the engine's database (they run
+    every few minutes; the job store's write after each run is rare). The pumps that run every few
+    seconds (retry pump, payer inbox) are plain asyncio tasks: nothing about them needs to survive a
+    restart, and a job-store write on the event loop every few seconds would delay ACKs."""
 
     def __init__(self, engine):
         self.engine = engine
         self.scheduler = None
+        self._pumps: list[asyncio.Task] = []
 
     def start(self) -> None:
         config: EngineConfig = self.engine.config
@@ -175,7 +182,12 @@ class EngineScheduler:
                                           job_defaults={"coalesce": True, "max_instances": 1,
                                                         "misfire_grace_time": 24 * 3600})
         s = config.schedules
-        jobs = {"retry_pump": (retry_pump, s.retry_pump_seconds)}
+        pumps = {"retry_pump": (retry_pump, s.retry_pump_seconds)}
+        if config.payers.inbox is not None:   # engine/payer_exchange.py: 271/278 answer files
+            pumps["payer_inbox"] = (run_payer_inbox, config.payers.inbox_every_seconds)
+        for name, (func, seconds) in pumps.items():
+            self._pumps.append(asyncio.create_task(_every(func, seconds), name=name))
+        jobs = {}
         if s.aging is not None:
             jobs["aging"] = (run_aging, s.aging.every_minutes * 60)
         if s.note_chase is not None:
@@ -186,8 +198,6 @@ class EngineScheduler:
             jobs["no_show_follow_up"] = (run_no_show, s.no_show_follow_up.every_minutes * 60)
         if config.payers.rules:        # engine/authorization.py: overdue authorizations, pended follow-ups
             jobs["auth_overdue"] = (run_auth_overdue, config.payers.sweep_every_minutes * 60)
-        if config.payers.inbox is not None:   # engine/payer_exchange.py: 271/278 answer files
-            jobs["payer_inbox"] = (run_payer_inbox, config.payers.inbox_every_seconds)
         self.scheduler.start()
         existing = {job.id for job in self.scheduler.get_jobs()}
         for job_id in existing - set(jobs):
@@ -198,11 +208,26 @@ class EngineScheduler:
                                    next_run_time=None if job_id in existing else datetime.now(timezone.utc))
             if job_id in existing:
                 self.scheduler.resume_job(job_id)
-        log.info("schedules started", extra={"fields": {"jobs": sorted(jobs)}})
+        log.info("schedules started", extra={"fields": {"jobs": sorted(jobs), "pumps": sorted(pumps)}})
 
     def stop(self) -> None:
+        for task in self._pumps:
+            task.cancel()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+
+async def _every(func, seconds: float) -> None:
+    """Run `func` now and then every `seconds` (after each run ends) until cancelled."""
+    while True:
+        try:
+            await func()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:     # one failed run is logged; the next one comes as usual
+            log.error("pump failed", extra={"fields": {"pump": getattr(func, "__name__", "?"),
+                                                       "error": type(exc).__name__}})
+        await asyncio.sleep(seconds)
 
 
 # ---- job entry points (module-level: the job store keeps references to them) -------------
@@ -236,14 +261,13 @@ async def retry_pump() -> None:
 
 async def _pump(engine) -> None:
     from engine.rules import plan_triggers
-
-    def pump(conn) -> None:
-        outbound.release_expired(conn)         # claims of a delivery worker that failed mid-batch
-        if engine.after_apply is not None:
-            plan_triggers(conn, engine.after_apply)
-    result = await engine.committer.submit(WriterTask("retry pump", pump), background=True)
-    if isinstance(result, Exception):
-        log.error("retry pump failed", extra={"fields": {"error": type(result).__name__}})
+    tasks = [WriterTask("release claims", outbound.release_expired)]   # a delivery worker failed mid-batch
+    if engine.after_apply is not None:
+        tasks.append(WriterTask("plan triggers", lambda conn: plan_triggers(conn, engine.after_apply)))
+    for task in tasks:          # separate: one failing never stops the other
+        result = await engine.committer.submit(task, background=True)
+        if isinstance(result, Exception):
+            log.error("retry pump failed", extra={"fields": {"task": task.name, "error": type(result).__name__}})
     engine.delivery.wake()
 
 

@@ -14,6 +14,7 @@ an older release is upgraded at open, and a newer one is refused by name.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -134,6 +135,20 @@ def _migrate_8(db: sqlite_utils.Database) -> None:
 MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3), (4, _migrate_4), (5, _migrate_5), (6, _migrate_6),
               (7, _migrate_7), (8, _migrate_8)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One short `BEGIN IMMEDIATE` transaction on a connection outside the journal writer (CLI, web):
+    it waits for the writer's commit (busy_timeout), holds the lock for a few statements, and rolls back
+    on any error. (`with conn:` would not begin one: connections here run with isolation_level=None.)"""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def now_iso() -> str:

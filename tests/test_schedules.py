@@ -182,8 +182,43 @@ outreach:
         engine.stop()
     with sqlite3.connect(db) as conn:
         jobs = {r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs")}
-    assert jobs == {"aging", "retry_pump"}
+    assert jobs == {"aging"}          # the retry pump is an in-memory asyncio task, not a stored job
     engine = EngineThread(load_config(path)).start()      # restart: the same jobs, no duplicates
     engine.stop()
     with sqlite3.connect(db) as conn:
         assert {r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs")} == jobs
+
+
+def test_every_leaked_referral_gets_its_own_messages(tmp_path):
+    from engine.rules import OutboundPlanner
+    from engine.templates import Templates
+    path = write_config(tmp_path, channel_extra=f"""    destinations:
+      - {{name: referrer_files, type: file, directory: ./out}}
+outbound:
+  templates: {Path.cwd() / 'mappings' / 'outbound'}
+  rules:
+    - {{name: leaked_back, on: ["status:leaked"], send: rri_i12, to: referrer_files}}
+""")
+    config = load_config(path)
+    planner = OutboundPlanner(config, Templates.load(config.outbound.templates, check=False))
+    e = Engine(tmp_path / "e.db")
+    e.send(order(urgency="urgent"))
+    e.send(order(urgency="urgent", placer_order_number="RF-OTHER"))
+    cfg = AgingSchedule(expire_days=90)
+    assert sweep(e, aging_sweep, cfg, created(e) + timedelta(days=91), planner) == {"escalated": 0, "leaked": 2}
+    rows = e.journal.conn.execute("SELECT referral_id, rule FROM outbound ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [(1, "leaked_back"), (2, "leaked_back")]
+
+
+def test_a_sweep_from_the_cli_leaves_the_rules_to_the_engine(tmp_path):
+    from engine.rules import plan_triggers
+    e = Engine(tmp_path / "e.db")
+    e.send(order())
+    sweep(e, aging_sweep, AgingSchedule(expire_days=90), created(e) + timedelta(days=91))    # no planner
+    [trigger] = e.journal.conn.execute("SELECT to_status, planned_at FROM rule_triggers").fetchall()
+    assert tuple(trigger) == ("leaked", None)
+    seen = []
+    with e.journal.conn:
+        e.journal.conn.execute("BEGIN IMMEDIATE")
+        assert plan_triggers(e.journal.conn, lambda conn, message_id, applied: seen.append(applied.to_status)) == 1
+    assert seen == ["leaked"]
