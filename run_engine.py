@@ -82,9 +82,14 @@ def check_config(config: Path = ConfigOption) -> None:
     if cfg.outreach.sms or cfg.outreach.email:
         from engine.outreach import OutreachError, load_texts
         try:
-            load_texts(cfg.outreach.templates)
+            texts = load_texts(cfg.outreach.templates)
         except OutreachError as exc:
             problems.append(str(exc))
+        else:
+            for kind in ("appointment_reminder", "no_show_follow_up"):
+                if cfg.outreach.default_language not in (texts.get(kind) or {}):
+                    problems.append(f"{cfg.outreach.templates}/messages.yaml: {kind}: no text in the default "
+                                    f"language {cfg.outreach.default_language!r} (outreach.default_language)")
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(2)

@@ -41,6 +41,7 @@ class Webhook:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook url {url!r} must start with http:// or https://")
         self.url = url
+        self.shown_url = _shown(url)    # what errors name: no credentials, no query string
         self._kept = _BODY_KEPT if keep_response else _BODY_HEAD
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
                                          headers={"Content-Type": content_type, **(headers or {})})
@@ -50,16 +51,25 @@ class Webhook:
             response = await self._client.post(self.url, content=delivery.payload, headers={
                 "Idempotency-Key": f"{delivery.destination}-{delivery.id}"})
         except httpx.TimeoutException:
-            return retry(f"no response from {self.url} before the timeout")
+            return retry(f"no response from {self.shown_url} before the timeout")
         except httpx.HTTPError as exc:
-            return retry(f"cannot reach {self.url}: {type(exc).__name__}: {exc}")
+            return retry(f"cannot reach {self.shown_url}: {type(exc).__name__}")
         head = response.text[:self._kept]
         ack = f"HTTP {response.status_code} {head}".rstrip()
         outcome = classify(response.status_code)
         if outcome == "sent":
             return sent(ack=ack)
-        detail = f"HTTP {response.status_code} {response.reason_phrase} from {self.url}"
+        detail = f"HTTP {response.status_code} {response.reason_phrase} from {self.shown_url}"
         return retry(detail, ack=ack) if outcome == "retry" else dead(detail, ack=ack)
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _shown(url: str) -> str:
+    """scheme://host[:port]/path of a URL: user, password and query (api keys) left out."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -196,7 +196,7 @@ class Authorizations:
                               provider_name=self.cfg.provider_name, provider_npi=self.cfg.provider_npi,
                               control_number=request_id, trace=trace, at=datetime.fromisoformat(at))
         outbound_id = outbound.enqueue(conn, outbound.Outbound(
-            self.cfg.destination, "x12_278", payload.encode("ascii", "replace"), control_id=f"{request_id:09d}",
+            self.cfg.destination, "x12_278", x12.ascii_bytes(payload), control_id=f"{request_id:09d}",
             referral_id=referral["id"], rule="prior_authorization", dedupe_key=dedupe,
             patient_key=referral.get("patient_mrn") or str(referral["id"])), order=self.config.outbound.order, at=at,
             due=due)

@@ -520,8 +520,12 @@ class EngineConfig(_Strict):
         known = ", ".join(sorted(kinds)) or "none defined"
         wanted = [(f"outbound.rules[{i}].to", r.to, None) for i, r in enumerate(self.outbound.rules)]
         wanted += [("outreach.sms", self.outreach.sms, {"webhook"}), ("outreach.email", self.outreach.email, {"smtp"})]
-        if self.schedules.note_chase is not None:
-            wanted.append(("schedules.note_chase.to", self.schedules.note_chase.to, {"smtp", "webhook"}))
+        chase = self.schedules.note_chase
+        if chase is not None:
+            wanted.append(("schedules.note_chase.to", chase.to, {"smtp", "webhook"}))
+            if chase.to in kinds and kinds[chase.to] == "smtp" and not chase.recipient:
+                raise ValueError(f"schedules.note_chase.recipient: required when note_chase.to is the smtp "
+                                 f"destination {chase.to!r} (the specialist office's e-mail address)")
         wanted.append(("payers.destination", self.payers.destination,
                        {"webhook", "file"} if self.payers.inbox is not None else {"webhook"}))
         for key, name, types in wanted:

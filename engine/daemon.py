@@ -183,7 +183,7 @@ class Engine:
                 log.error("processor worker died; starting a new one")
                 await asyncio.sleep(1.0)
             except Exception:
-                log.exception("processor failed; retrying in 5 s")
+                log.error("processor failed; retrying in 5 s", exc_info=log.isEnabledFor(logging.DEBUG))
                 await asyncio.sleep(5.0)
             finally:
                 executor.shutdown(wait=True)

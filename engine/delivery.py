@@ -124,7 +124,7 @@ class DeliveryService:
             try:
                 await task
             except Exception:
-                log.exception("delivery worker failed while stopping")
+                log.error("delivery worker failed while stopping", exc_info=log.isEnabledFor(logging.DEBUG))
         for connector in self.connectors.values():
             await connector.close()
 

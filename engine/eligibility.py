@@ -230,7 +230,7 @@ class Eligibility:
                               provider_name=self.cfg.provider_name, provider_npi=self.cfg.provider_npi,
                               control_number=request_id, trace=trace, at=datetime.fromisoformat(at))
         outbound_id = outbound.enqueue(conn, outbound.Outbound(
-            self.cfg.destination, "x12_270", payload.encode("ascii", "replace"), control_id=f"{request_id:09d}",
+            self.cfg.destination, "x12_270", x12.ascii_bytes(payload), control_id=f"{request_id:09d}",
             referral_id=referral_id, source_message_id=message_id, rule="eligibility",
             dedupe_key=f"270:{referral_id}:{payer.payer_id}:{referral['member_id']}",
             patient_key=referral.get("patient_mrn") or str(referral_id)), order=self.config.outbound.order, at=at)

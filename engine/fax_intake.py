@@ -147,9 +147,17 @@ def _now() -> str:
 
 
 def already_filed(conn: sqlite3.Connection, sha256: str) -> sqlite3.Row | None:
-    """The fax row that first filed this content (not a duplicate record), or None."""
+    """The fax row that filed this content successfully (not a duplicate record, not an error: a
+    failed earlier copy does not make a later good copy an error), else the first error row, or None.
+    The watcher asks the same question (`filed_ok`) before reading a file."""
     return conn.execute("SELECT id, status, referral_id, error FROM faxes WHERE sha256=? AND status!='duplicate' "
-                        "ORDER BY id LIMIT 1", (sha256,)).fetchone()
+                        "ORDER BY status='error', id LIMIT 1", (sha256,)).fetchone()
+
+
+def filed_ok(conn: sqlite3.Connection, sha256: str) -> bool:
+    """Has this content been filed successfully before (so reading it again is pointless)?"""
+    first = already_filed(conn, sha256)
+    return first is not None and first["status"] != "error"
 
 
 def commit_fax(conn: sqlite3.Connection, fax: FaxResult, rules: ReferralsConfig | None = None,
@@ -204,8 +212,8 @@ def commit_fax(conn: sqlite3.Connection, fax: FaxResult, rules: ReferralsConfig 
                 "referred_at": fax.received_at, "origin": "fax"}
     diagnoses = diagnosis_rows(mapped)
     identifiers = [(i.id, i.authority, i.type) for i in mapped.patient.identifiers]
-    missing, _ = missing_items(referral, rules, diagnoses=len(diagnoses), identifiers=len(identifiers),
-                               documents=True)
+    missing, auth_pending = missing_items(referral, rules, diagnoses=len(diagnoses), identifiers=len(identifiers),
+                                          documents=True)
     referral.update(route(referral, rules), missing=missing)
     referral_id = store.create(referral, at)
     detail = "fax accepted" if not reasons else f"fax needs review: {len(reasons)} item(s)"
@@ -217,6 +225,12 @@ def commit_fax(conn: sqlite3.Connection, fax: FaxResult, rules: ReferralsConfig 
     if reasons:
         store.add_exception(referral_id, message_id, "referral.order", status, "fax needs review: "
                             + "; ".join(reasons), at)
+    else:       # accepted: judged like an HL7 order (completeness rules -> ready | incomplete | auth_pending)
+        from engine.lifecycle import Facts, intake_status
+        judged = intake_status(Facts(tuple(missing), auth_pending)).value
+        store.set_status(referral_id, status, judged, at, "fax", fax_id,
+                         f"missing: {', '.join(missing)}" if missing else "completeness rules met")
+        status = judged
     _finish(conn, fax_id, "accepted" if not reasons else "needs_review", referral_id, at, reasons)
     if after_apply is not None:
         event = "fax.needs_review" if reasons else "fax.accepted"

@@ -119,7 +119,8 @@ def decide_batch(journal: Journal, config: EngineConfig, limit: int) -> list[Sta
         try:
             outcome = process_message(channels.get(row["channel"]), row["raw"], row["charset"], row["message_type"])
         except Exception as exc:  # one bad message must not stop the others
-            log.exception("processing failed", extra={"fields": {"message_id": row["id"]}})
+            log.error("processing failed", extra={"fields": {"message_id": row["id"], "error": type(exc).__name__}})
+            log.debug("processing failed", exc_info=True)
             outcome = Outcome("error", f"internal error: {type(exc).__name__}: {exc}")
         if outcome.status == "error":
             log.warning("message processing error", extra={"fields": {

@@ -417,3 +417,11 @@ def _json_problems(report: str) -> list[str]:
                     for ele in seg.get("elements", []):
                         errors(ele, f"{seg.get('seg_id')}{int(ele.get('ele_pos') or 0):02d} (line {seg.get('cur_line')})")
     return problems
+
+
+def ascii_bytes(text: str) -> bytes:
+    """X12's basic character set is upper-case ASCII: accented letters lose their accents (José -> Jose,
+    Müller -> Muller) rather than becoming '?', which payers reject as a name mismatch."""
+    import unicodedata
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return plain.encode("ascii")

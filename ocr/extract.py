@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ocr.fields import choices, dates, icd10, identifiers, names, payers, phones, specialty
 from ocr.fields.digits import fix_digit_token
-from ocr.labels import GENERIC, Label, find_labels
+from ocr.labels import GENERIC, Label, find_labels, looks_like_label
 from ocr.layout import Line, Segment, document_lines, typical_height
 from ocr.model import CHECKED, UNCHECKED, Page, Word
 
@@ -148,13 +148,17 @@ class Extractor:
         for fl in self.labels:
             try:
                 self._values_for(fl)
-            except Exception:    # one odd cell must not cost the document its other fields
-                log.warning("label skipped", exc_info=True, extra={"fields": {"field": fl.label.field}})
+            except Exception as exc:    # one odd cell must not cost the document its other fields
+                # the exception's text may quote what was read (patient data): its type only above DEBUG
+                log.warning("label skipped", extra={"fields": {"field": fl.label.field,
+                                                               "error": type(exc).__name__}})
+                log.debug("label skipped", exc_info=True)
         from ocr import prose
         try:
             prose.add_evidence(self)
-        except Exception:
-            log.warning("prose evidence skipped", exc_info=True)
+        except Exception as exc:
+            log.warning("prose evidence skipped", extra={"fields": {"error": type(exc).__name__}})
+            log.debug("prose evidence skipped", exc_info=True)
         return self.ev
 
     # -- labels and zones
@@ -243,7 +247,7 @@ class Extractor:
         return bool(labs) and labs[0].start == 0
 
     # -- values next to a label
-    def spans_for(self, fl: FoundLabel, multiline: bool = False) -> list[Span]:
+    def spans_for(self, fl: FoundLabel, multiline: bool = False, whole_lines: bool = False) -> list[Span]:
         seg, lab = fl.seg, fl.label
         labs = self.seg_labels[id(seg)]
         nxt = next((l for l in labs if l.start >= lab.end), None)
@@ -268,7 +272,7 @@ class Extractor:
         # blanks with the label beneath), also as a fallback when the same-cell text is a hint
         # like "(last, first)": the page's own convention first (see _vote_direction), and a
         # colon points forward
-        near = self._below(fl) + self._above(fl)
+        near = self._below(fl, whole_lines) + self._above(fl, whole_lines)
         below_first = getattr(self, "values_below", {}).get(fl.line.page, True) or lab.colon
         spans.extend(sorted(near, key=lambda sp: ((sp.how == "above") == below_first, sp.gap)))
         if multiline and spans:
@@ -299,13 +303,13 @@ class Extractor:
         text = seg.text[:cut].strip(" :;-|_=")
         return Span(text, words_between(seg, 0, cut), "same_cell") if text else None
 
-    def _below(self, fl: FoundLabel) -> list[Span]:
-        return self._vertical(fl, +1)
+    def _below(self, fl: FoundLabel, whole_lines: bool = False) -> list[Span]:
+        return self._vertical(fl, +1, whole_lines)
 
-    def _above(self, fl: FoundLabel) -> list[Span]:
-        return self._vertical(fl, -1)
+    def _above(self, fl: FoundLabel, whole_lines: bool = False) -> list[Span]:
+        return self._vertical(fl, -1, whole_lines)
 
-    def _vertical(self, fl: FoundLabel, direction: int) -> list[Span]:
+    def _vertical(self, fl: FoundLabel, direction: int, whole_lines: bool = False) -> list[Span]:
         """Values in the label's column on the next two lines below (+1) or above (-1) it.
 
         Stops at a line whose words in the column start with a label (the next row of the
@@ -323,6 +327,12 @@ class Extractor:
             ws = [w for w in other.words if left <= w.x0 < right]
             if not ws:
                 continue
+            if whole_lines:
+                # "1. Rheumatoid arthritis (M06.9)" under "ASSESSMENT | PLAN": the code sits past the
+                # next heading's edge, but the cell that starts in the column runs on to it
+                first = next((s for s in other.segments if ws[0] in s.words), None)
+                if first is not None:
+                    ws = [w for w in first.words if w.x0 >= ws[0].x0]
             seg = next((s for s in other.segments if s.words and s.words[0] is ws[0]), None)
             if seg is not None and self.starts_with_label(seg):
                 break
@@ -392,11 +402,14 @@ class Extractor:
             return
         if target == "patient_name" and FAMILY_FIRST_HINT.search(fl.seg.text[lab.start:lab.end]):
             parse = _name_family_first       # "Name (Last First): SMITH JOHN" says the order itself
-        for i, span in enumerate(self.spans_for(fl, multiline=target in MULTILINE)):
+        for i, span in enumerate(self.spans_for(fl, multiline=target in MULTILINE,
+                                                whole_lines=target == "diagnosis_codes")):
             parsed = parse(span.text.strip(VALUE_JUNK))
             if parsed is None:
                 continue
             value, valid = parsed
+            if target in NAME_TARGETS and span.how != "same_cell" and looks_like_label(span.text):
+                continue        # the next label down ("Ordering Physiclan"), not a name
             if target == "insurance_payer" and valid < 0.6 and span.how in ("above", "below"):
                 continue        # an unknown plan name is believed only right next to its label
             how_penalty = {"same_cell": 1.0, "right": 0.97, "below": 0.93, "above": 0.9}[span.how]
@@ -614,6 +627,27 @@ def _order_by_courtesy_title(name: tuple[str, str], text: str) -> tuple[str, str
     return name
 
 
+NAME_TARGETS = {"patient_name", "referring_provider_name", "cover_from", "patient_family_name", "patient_given_name"}
+
+
+def _join_code_labels(best: Candidate, cands: list[Candidate]) -> Candidate:
+    """Codes under several labels ("Primary Dx: E11.9" / "Secondary Dx: I10", a "Dx 1"/"Dx 2"
+    pair) are one list, in page order. Only label readings as strong as a label in its own cell
+    take part, so a code mentioned in prose or under a weak, far label is never added."""
+    if not best.how.startswith("label:"):
+        return best
+    labelled = sorted((c for c in cands if c.how.startswith("label:") and c.score >= 0.85 and c.valid >= 1.0),
+                      key=lambda c: c.order)
+    if len({c.order for c in labelled}) < 2:
+        return best
+    codes: list[str] = []
+    for c in labelled:
+        codes += [v for v in c.value if v not in codes and v.replace(".", "") not in {x.replace(".", "") for x in codes}]
+    if len(codes) <= len(best.value):
+        return best
+    return Candidate(best.field, codes, best.score, best.valid, min(c.conf for c in labelled), best.order, best.how)
+
+
 def extract_fields(pages: list[Page]) -> dict:
     """The contract dict (fields, `confidence`, `evidence`) for the pages' words."""
     ev = Extractor(pages).run()
@@ -628,6 +662,7 @@ def extract_fields(pages: list[Page]) -> dict:
             for other in ev.candidates.get(name, []):
                 if other.score >= 0.85 and set(best.value) < set(other.value):
                     best = other
+            best = _join_code_labels(best, ev.candidates.get(name, []))
         if best is None:
             out[name] = [] if name == "diagnosis_codes" else None
             confidence[name] = 0.0

@@ -388,6 +388,13 @@ def test_webhook_unreachable_or_slow_is_retry(http_receiver):
     assert slow.outcome == "retry" and "timeout" in slow.detail
 
 
+def test_webhook_errors_never_show_credentials_in_the_url(http_receiver):
+    port = free_port()
+    [down] = run(deliver_all(Webhook(f"http://gw:s3cret@127.0.0.1:{port}/sms?api_key=K3Y", timeout=2), row(1, b"{}")))
+    assert down.outcome == "retry" and f"http://127.0.0.1:{port}/sms" in down.detail
+    assert "s3cret" not in down.detail and "K3Y" not in down.detail
+
+
 # --- SMTP -----------------------------------------------------------------------------------------------
 
 def email_payload(**overrides) -> bytes:

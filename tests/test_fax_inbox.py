@@ -141,7 +141,9 @@ def test_commit_fax_files_duplicates_addenda_and_recovered_files_once(tmp_path):
     first = file("a.tif", "h1")
     assert first.status == "accepted"
     r = conn.execute("SELECT status, origin, specialty, referring_npi FROM referrals").fetchone()
-    assert tuple(r) == ("received", "fax", "cardiology", "1234567893")
+    assert tuple(r) == ("ready", "fax", "cardiology", "1234567893")    # received, then judged complete
+    assert [tuple(h) for h in conn.execute("SELECT from_status, to_status FROM status_history ORDER BY id")] == [
+        (None, "received"), ("received", "ready")]
     assert file("copy-of-a.tif", "h1").status == "duplicate"
     assert file("a.tif", "h1", recovered=True).status == "already_filed"
     more = file("a-page3.tif", "h2", reason="Echo report attached")
@@ -184,7 +186,8 @@ def test_drop_to_referral_duplicate_and_bad_files_while_mllp_keeps_serving(tmp_p
     assert rows["b-copy.pdf"]["status"] == "duplicate"
     assert rows["b-copy.pdf"]["referral_id"] == rows["a-referral.pdf"]["referral_id"]
     referrals = conn.execute("SELECT * FROM referrals").fetchall()
-    assert len(referrals) == 1 and referrals[0]["status"] == "received" and referrals[0]["origin"] == "fax"
+    assert len(referrals) == 1 and referrals[0]["status"] in ("ready", "incomplete") and \
+        referrals[0]["origin"] == "fax"
     t = truth(TEXT_PDF)
     assert referrals[0]["patient_family_name"].lower() == t["patient_family_name"].lower()
     assert conn.execute("SELECT kind FROM documents WHERE referral_id=?", (referrals[0]["id"],)).fetchone()[0] == "fax"

@@ -186,8 +186,11 @@ def test_password_change_and_disable_end_sessions_and_tokens(app, config):
 
 def test_logout_needs_csrf_and_ends_the_session(app):
     client = login(app, "vic")
+    copied = dict(client.cookies)               # someone copied the session cookie before the logout
     client.post("/logout", data={"csrf_token": csrf_of(client)})
     assert client.get("/channels").status_code == 303
+    thief = TestClient(app, client=LOOPBACK, follow_redirects=False, cookies=copied)
+    assert thief.get("/channels").status_code == 303          # the copy stopped working too
 
 
 # ---- roles -----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import sqlite3
 import time
 from datetime import datetime, timezone
 from functools import partial
@@ -31,7 +32,7 @@ from pathlib import Path
 from channels.fax.completeness import SIDECAR_SUFFIX, InboxTracker
 from channels.fax.worker import init_worker, read_for_channel
 from engine.config import Channel, FaxFolderSource, ReferralsConfig
-from engine.fax_intake import FaxResult, Filed, commit_fax
+from engine.fax_intake import FaxResult, Filed, commit_fax, filed_ok
 from engine.store import WriterTask, connect
 
 log = logging.getLogger("channels.fax")
@@ -246,16 +247,17 @@ class FaxFolderChannel:
             if recovered and conn.execute("SELECT 1 FROM faxes WHERE sha256=? AND file_name=?",
                                           (sha256, file_name)).fetchone():
                 return True
-            return conn.execute("SELECT 1 FROM faxes WHERE sha256=? AND status NOT IN ('duplicate', 'error')",
-                                (sha256,)).fetchone() is not None
+            conn.row_factory = sqlite3.Row
+            return filed_ok(conn, sha256)
         finally:
             conn.close()
 
     async def _read(self, path: Path, pages_dir: str) -> dict:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
+            pool = self._pool
             try:
-                outcome = await loop.run_in_executor(self._pool, read_for_channel, str(path),
+                outcome = await loop.run_in_executor(pool, read_for_channel, str(path),
                                                      self.source.max_pages, pages_dir)
                 _observe_pages(outcome.get("extraction"))
                 return outcome
@@ -263,8 +265,9 @@ class FaxFolderChannel:
                 # a worker died (out of memory, killed): new pool, one more try, then it is this file's fault
                 log.error("fax worker died; starting new workers", extra={"fields": {"channel": self.name,
                                                                                    "attempt": attempt}})
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
+                if self._pool is pool:      # another fax may have replaced the broken pool already
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._new_pool()
         return {"error_reason": "internal", "error": "the reader's worker process died twice on this file"}
 
     def _move(self, path: Path, filed: Filed, fax: FaxResult) -> None:

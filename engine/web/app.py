@@ -188,6 +188,8 @@ def create_app(config: EngineConfig) -> FastAPI:
         p = web.principal(request)
         form = await request.form()
         if p is not None and web.sessions.csrf_ok(p, form.get("csrf_token")):
+            from engine.web.users import end_sessions
+            end_sessions(web.conn(), p.user.id)      # the cookie is signed, not stored: end it server-side too
             web.audit(p, request, "logout", "user", p.name)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")

@@ -107,6 +107,12 @@ def add(conn: sqlite3.Connection, name: str, role: str, password: str) -> User:
     return by_name(conn, name)
 
 
+def end_sessions(conn: sqlite3.Connection, user_id: int) -> None:
+    """Log out: every session cookie of the user stops working (a copied cookie included); API tokens stay."""
+    with _write(conn):
+        conn.execute("UPDATE users SET session_epoch=session_epoch+1, updated_at=? WHERE id=?", (now_iso(), user_id))
+
+
 def set_password(conn: sqlite3.Connection, name: str, password: str) -> User:
     """New password; unlocks the account and ends every session the user had."""
     _check_password(password)
