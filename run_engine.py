@@ -46,7 +46,7 @@ def run(config: Path = ConfigOption) -> None:
     from engine.store import StoreError
     try:
         code = daemon.run(_config(config))
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         typer.echo(str(exc), err=True)
         code = 2
     raise typer.Exit(code)
@@ -70,6 +70,8 @@ def check_config(config: Path = ConfigOption) -> None:
             Mappings.load(folder)
         except MappingError as exc:
             problems += exc.problems
+    from engine.delivery import destination_problems
+    problems += destination_problems(cfg)
     if cfg.outbound.rules:
         from engine.rules import OutboundPlanner
         from engine.templates import TemplateError, Templates

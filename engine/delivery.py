@@ -61,6 +61,18 @@ def connector_for(destination) -> Connector:
     raise TypeError(f"no connector for {type(destination).__name__}")
 
 
+def destination_problems(config: EngineConfig) -> list[str]:
+    """What a connector refuses in a destination's settings (a file name pattern, a fax or e-mail
+    address), as `FILE: destinations.NAME: reason` lines; checked by check-config and at start."""
+    problems = []
+    for name, destination in config.destinations().items():
+        try:
+            connector_for(destination)
+        except ValueError as exc:
+            problems.append(f"{config.source_file}: destinations.{name}: {exc}")
+    return problems
+
+
 def close_loop(conn: sqlite3.Connection, referral_id: int, outbound_id: int, at: str) -> str | None:
     """The consult note reached the referring provider: close the referral if the lifecycle allows.
     Returns the new status, or None (recorded as an event: e.g. the visit is not completed yet)."""
@@ -86,8 +98,13 @@ class DeliveryService:
         self.config = config
         self._submit = submit               # GroupCommitter.submit(task, background=True)
         self.destinations = config.destinations()
-        self.connectors = connectors if connectors is not None else \
-            {name: connector_for(d) for name, d in self.destinations.items()}
+        if connectors is None:
+            from engine.config import ConfigError
+            problems = destination_problems(config)
+            if problems:
+                raise ConfigError(problems)
+            connectors = {name: connector_for(d) for name, d in self.destinations.items()}
+        self.connectors = connectors
         self.worker_id = worker_id
         self.planner = planner              # engine.rules.OutboundPlanner: rules on status:closed
         # message_type -> handler(conn, row, response_text) run in the same transaction that records a row

@@ -313,3 +313,13 @@ def test_a_postgresql_store_is_refused_at_start_with_the_reason():
     assert result.returncode == 2
     assert "store.url" in result.stderr and "PostgreSQL is not supported by this release" in result.stderr
     assert "secret" not in result.stderr                      # credentials stay out of the message
+
+
+def test_a_destination_its_connector_refuses_is_named_by_check_config(tmp_path):
+    text = (REPO / "config.yaml").read_text().replace("sender: referrals@riverbend.example",
+                                                      "sender: referrals-at-riverbend")
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("./mappings", str(REPO / "mappings")))
+    result = check_config(path)
+    assert result.returncode == 2
+    assert f"{path}: destinations.smtp_relay: sender 'referrals-at-riverbend' is not an email address" in result.stderr
