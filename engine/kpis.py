@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta, timezone
 WAITING = ("received", "needs_review", "incomplete", "ready", "auth_pending")   # no appointment yet
 AGE_BUCKETS = ((0, 3, "0-3 d"), (4, 7, "4-7 d"), (8, 14, "8-14 d"), (15, 30, "15-30 d"), (31, None, "> 30 d"))
 # Aging clocks per urgency (DESIGN.md): past the clock a waiting referral is late.
-CLOCK_DAYS = {"stat": 1, "urgent": 3, "routine": 14}
+CLOCK_DAYS = {"stat": 1, "urgent": 3, "routine": 14}   # the web app sets it from schedules.aging.sla_days
 
 
 def period(start: str | date | None, end: str | date | None, default_days: int = 30,

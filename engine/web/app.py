@@ -83,6 +83,9 @@ def _local_path(target: str | None, default: str = "/") -> str:
 
 def create_app(config: EngineConfig) -> FastAPI:
     web = Web(config)
+    if config.schedules.aging is not None:     # "late" on the dashboard = late for the aging schedule
+        from engine import kpis
+        kpis.CLOCK_DAYS.update(config.schedules.aging.sla_days)
     app = FastAPI(title="Referral integration engine", version="1",
                   description="Dashboard JSON API. Authenticate with `Authorization: Bearer <token>` "
                               "(`run_engine.py user token NAME`). Every read of patient data and every "
