@@ -183,14 +183,30 @@ class Extractor:
             # the fax machine's stamp along the top edge: its FROM/TO say nothing about the page
             only_line = line.y1 < 0.05 * page_h[line.page] and bool(FAX_HEADER.search(line.text) or
                                                                     re.match(r"\W*to\b", line.text, re.I))
+            new = []
             for i, fl in enumerate(fls):
                 left = fls[i - 1].x1 if i > 0 else 0.0
                 right = fls[i + 1].x0 if i + 1 < len(fls) else float("inf")
-                self.zones.append(Zone(fl.line.page, line_no, fl.x0, left, right, fl.label.opens, only_line))
+                if fl.label.field is not None and not only_line and self._zone_section(line, fl.x0) == fl.label.opens:
+                    continue     # "DOB:" under PATIENT restates its column's section; it must not spread it
+                new.append(Zone(fl.line.page, line_no, fl.x0, left, right, fl.label.opens, only_line))
+            self.zones += new
         self.first_zone_line = {}
         for z in self.zones:
             if not z.only_line:
                 self.first_zone_line[z.page] = min(self.first_zone_line.get(z.page, z.line_no), z.line_no)
+
+    def _zone_section(self, line: Line, x: float) -> str | None:
+        """The section the zones so far give a point (no letterhead fallback): see section_at."""
+        saved = getattr(self, "first_zone_line", None)
+        self.first_zone_line = {}
+        try:
+            return self.section_at(line, x)
+        finally:
+            if saved is None:
+                del self.first_zone_line
+            else:
+                self.first_zone_line = saved
 
     def _vote_direction(self) -> None:
         """Per page: do values sit under their labels (boxed forms, tables) or over them

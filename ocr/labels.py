@@ -60,6 +60,8 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?fax|{PRACT}\s+fax(?:\s*(?:#|no\.?|number))?|fax\s+back(?:\s+to)?|please\s+fax\s+(?:back|results|response)(?:\s+to)?|fax\s+(?:results|response|reply)\s+to", "referring_practice_fax", "referring", 1),
     (r"(?:provider|physician|doctor|practitioner|clinician)(?:\s+name)?", "name", "referring", 0),
     (r"referring|referred\s+by|ref\.?\s+by|ref\.?\s+dr\.?|referral\s+source|ordering\s*/\s*referring", "referring_provider_name", "referring", 1),
+    # "Ref: Dr. Wu" on a dense intake line; a bare "Ref" is a label only with its colon (strength 1)
+    (r"ref\.?|pcp\s+name|(?:primary|family|treating|attending|sending|requesting)\s+(?:(?:provider|physician|doctor|md)|clinician|practitioner)(?:\s+name)?", "referring_provider_name", "referring", 1),
     # --- generic contact fields: the section decides whose they are
     (r"(?:phone|telephone|tel\.?|ph\.?|p|t|o|voice)(?:\s*(?:#|no\.?|number))?", "phone", _, 0),
     (r"(?:fax|facsimile|f|fx)(?:\s*(?:#|no\.?|number))?", "fax", _, 0),
@@ -70,11 +72,13 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"(?:requested\s+)?special(?:i)?ty(?:\s+(?:requested|needed|referred\s+to|type))?|speciality|(?:requested\s+)?service(?:\s+requested)?|department|dept\.?|referral\s+type|consult\s+type|consultation\s+type|type\s+of\s+(?:referral|consult(?:ation)?|specialist)|spec\.?|svc\.?|referral(?:\s+for)?|consult(?:ation)?(?:\s+for)?", "referred_to_specialty", _, 1),
     (r"(?:referral\s+|request\s+)?(?:urgency|priority)(?:\s+level)?|urgency\s*/\s*priority|pri\.?|urg\.?|acuity", "urgency", _, 1),
     (r"assessment(?:\s*(?:and|&|/)\s*plan)?|impression|(?:active\s+)?problems?(?:\s+list)?|(?:medical\s+)?conditions?", "diagnosis_codes", "clinical", 1),
-    (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
+    (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+|additional\s+|other\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*#?\s*[1-9](?![0-9.]))?(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
+    (r"(?:billing\s+|dx\s+|diagnostic\s+)?codes?", "diagnosis_codes", _, 1),    # "Codes: E11.9, I10" (a colon or its own cell)
     (r"reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
     # --- sections without a field of their own
     (rf"{PT}\s+(?:information|info|demographics|details|data)|demographics|patient\s+/\s+member", None, "patient", 1),
     (rf"{REF}\s+(?:provider|physician|practice|office|clinic|source)(?:\s+information)?|{REF}\s+information", None, "referring", 1),
+    (r"(?:provider|physician|prescriber|practitioner|clinician)\s+(?:information|info|details)|referred\s+from", None, "referring", 1),
     (r"from|sender|sent\s+by", "cover_from", "referring", 1),     # cover sheet: a provider's name, or a practice's
     (r"to|recipient|attn\.?|attention|consultant|specialist|receiving\s+(?:provider|practice|clinic)|referred\s+to\s+provider|(?:specialist|consultant)\s+information", None, "to", 1),
     (r"(?:insurance|coverage|payer|billing)\s+(?:information|info|details)", None, "insurance", 1),
@@ -117,6 +121,9 @@ _STARTS = re.compile(r"(?:^|(?<=[\s|(\[]))[\"'\u201c\u2018\u2019\u201d|_~.,:;\u2
 NUMERIC_FIELDS = {"phone", "fax", "patient_phone", "referring_practice_phone", "referring_practice_fax", "npi",
                   "patient_mrn", "insurance_member_id", "patient_dob"}
 
+# "Sex F" on a dense line: a sex label needs no colon when a sex value follows it
+SEX_VALUE = re.compile(r"(?:m|f|male|female|x|u|unknown)\b", re.I)
+
 JUNK = " \"'\u201c\u2018\u2019\u201d|_~.,:;\u2014-"
 
 
@@ -144,8 +151,33 @@ def _header_row(text: str) -> list[Label] | None:
                 best = Label(field, opens, strength, pos, mm.end(), bool(mm.group(1)))
         if best is None or best.colon:
             return None
-        out.append(best)
+        out += _split_head(text, best)
         pos = best.end
+
+
+def _split_head(text: str, lab: Label) -> list[Label]:
+    """A column head that swallowed the next one: "Referring Provider NPI" in a header row is
+    "Referring Provider" over the name and "NPI" over the number, when the last word alone is
+    an unmistakable label (NPI, DOB, MRN) and the words before it are a label of their own."""
+    words = list(re.finditer(r"\S+", text[lab.start:lab.end]))
+    if len(words) < 2:
+        return [lab]
+    cut = lab.start + words[-1].start()
+    tail = _whole_label(text[cut:lab.end])
+    head = _whole_label(text[lab.start:cut])
+    if tail is None or head is None or tail[2] < 2:
+        return [lab]
+    return [Label(head[0], head[1], head[2], lab.start, cut, False),
+            Label(tail[0], tail[1], tail[2], cut, lab.end, False)]
+
+
+def _whole_label(t: str) -> tuple[str | None, str | None, int] | None:
+    t = t.strip(JUNK)
+    for rx, field, opens, strength in _COMPILED:
+        mm = rx.match(t)
+        if mm and mm.end() == len(t) and len(t) > 2:
+            return field, opens, strength
+    return None
 
 
 def _find_labels(text: str) -> list[Label]:
@@ -166,23 +198,31 @@ def _find_labels(text: str) -> list[Label]:
             mm = rx.match(text, pos)
             if not mm:
                 continue
-            colon = bool(mm.group(1))
+            colon = bool(mm.group(1)) or mm.group(0).rstrip().endswith("#")    # "ID# J392..." as "ID: J392..."
             end = mm.end()
-            rest = text[end:].strip()
             at_start = pos == 0 or text[:pos].strip(JUNK) == ""
-            if strength == 0 and not (colon or (at_start and not rest)) and not (
-                    field in NUMERIC_FIELDS and re.match(r"\s*[(+]?\d", text[end:])):
+            comma = re.match(r"\s*,(?=\s*\S)", text[end:]) if not colon and at_start else None
+            if comma and len(re.sub(r"[^A-Za-z]", "", mm.group(0))) <= 3:
+                colon, end = True, end + comma.end()    # "Pt, CHAVEZ": a fax turned the colon of a short label into a comma
+            rest = text[end:].strip()
+            # a label without its colon still counts when what follows has the value's shape:
+            # "Ph 555-...", "Sex F", "ID# J392..." on a dense intake line
+            after = text[end:]
+            shaped = (field in NUMERIC_FIELDS and re.match(r"\s*[(+]?\d", after) is not None) \
+                or (field == "patient_sex" and SEX_VALUE.match(rest) is not None) \
+                or (mm.group(0).rstrip().endswith("#") and (field in NUMERIC_FIELDS or field == "id")
+                    and re.match(r"\s*[A-Za-z0-9\-]*\d", after) is not None)
+            if strength == 0 and not (colon or (at_start and not rest)) and not shaped:
                 continue
             if mm.end(0) - pos <= 2 and not colon:
                 continue                       # "F", "P", "T" are labels only as "F:" (else a value)
-            if strength == 1 and not (colon or at_start):
+            if strength == 1 and not (colon or at_start or shaped):
                 continue
-            shaped = not colon and field in NUMERIC_FIELDS and re.match(r"\s*[(+]?\d", text[end:]) is not None
             if not at_start and strength < 2 and mm.group(1) not in (":", ";", "=", "#", "\u2019") and not shaped:
                 continue                       # mid-sentence "by fax." is prose, not a label
             if strength == 1 and at_start and not colon and rest and field is None and opens is not None:
                 continue                       # "Clinic hours are..." is prose, not a header
-            if strength == 1 and not colon and rest and " " not in text[pos:mm.end(0)].strip():
+            if strength == 1 and not colon and rest and " " not in text[pos:mm.end(0)].strip() and not shaped:
                 continue                       # "Priority Health", "Contact lens": a value, not a label
             if best is None or end > best.end:
                 best = Label(field, opens, strength, pos, end, colon)
@@ -218,6 +258,13 @@ FUZZY_LABELS: list[tuple[str, str | None, str | None, int]] = [
     ("referring md", "referring_provider_name", "referring", 1),
     ("referring doctor", "referring_provider_name", "referring", 1),
     ("ordering provider", "referring_provider_name", "referring", 1), ("referred by", "referring_provider_name", "referring", 1),
+    ("ordering physician", "referring_provider_name", "referring", 1),
+    ("requesting provider", "referring_provider_name", "referring", 1),
+    ("requesting physician", "referring_provider_name", "referring", 1),
+    ("referring clinician", "referring_provider_name", "referring", 1),
+    ("primary care provider", "referring_provider_name", "referring", 1),
+    ("primary care physician", "referring_provider_name", "referring", 1),
+    ("provider name", "name", "referring", 1), ("physician name", "name", "referring", 1),
     ("npi", "npi", None, 2), ("npi no", "npi", None, 2), ("npi number", "npi", None, 2),
     ("office phone", "referring_practice_phone", "referring", 1), ("office fax", "referring_practice_fax", "referring", 1),
     ("practice phone", "referring_practice_phone", "referring", 1), ("practice fax", "referring_practice_fax", "referring", 1),
@@ -239,6 +286,19 @@ FUZZY_LABELS: list[tuple[str, str | None, str | None, int]] = [
 ]
 _FUZZY = [(re.sub(r"[^a-z]", "", p), f, o, s) for p, f, o, s in FUZZY_LABELS]
 _SINGLE_WORD = {re.sub(r"[^a-z]", "", p) for p, *_ in FUZZY_LABELS if " " not in p}
+
+
+def looks_like_label(text: str) -> bool:
+    """A cell that is only a label, maybe garbled ("Ordering Physiclan", "Referring MD:"):
+    never a value, however much it looks like a name."""
+    t = text.strip(JUNK)
+    if not t:
+        return False
+    found = find_labels(t)
+    if found and found[0].start == 0 and not t[found[-1].end:].strip(JUNK):
+        return True
+    lab = _fuzzy_label(t, 0)
+    return lab is not None and not t[lab.end:].strip(JUNK)
 
 
 def flat_phrase_single(phrase: str) -> str | None:
@@ -281,6 +341,8 @@ def _fuzzy_label(text: str, pos: int) -> Label | None:
             end = letters[L - 1][0] + 1
             if end < len(text) and text[end].isalpha():
                 continue                      # the label must end where a word ends
+            if end < len(text) and text[end] == ")" and text[pos:end].count("(") > text[pos:end].count(")"):
+                end += 1                      # "Code(s)": the bracket closes inside the label
             tail = re.compile(TAIL, re.I).match(text, end)
             colon = bool(tail and tail.group(1))
             end = tail.end() if tail else end

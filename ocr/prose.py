@@ -197,11 +197,17 @@ def _fax_header(x) -> None:
                                line.number * 10000, "fax_header"))
 
 
+REFERRED_BY = re.compile(
+    r"\b(?:referred|sent)\s+(?:to\s+(?:you|us)\s+)?by\s+(?:(?:Dr\.?|Doctor|DR\.?)\s+)?"
+    r"((?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)){1,2}(?:,?\s+(?:M\.?D|D\.?O|NP|PA-C|FNP)\b)?)")
+
+
 def _signature(x) -> None:
     """"Sincerely, / Jane Roe, MD" and "Electronically signed by Dr. ..." -> referring provider."""
     from ocr.extract import Candidate, _provider_name, mean_conf
     for i, line in enumerate(x.lines):
-        if not re.match(r"^\s*(sincerely|regards|best regards|kind regards|respectfully|thank you|thanks)\b", line.text, re.I):
+        if not re.match(r"^\s*(sincerely|regards|best regards|kind regards|warm regards|with regards|respectfully|"
+                        r"thank you|thanks|yours truly|cordially|best wishes|with thanks)\b", line.text, re.I):
             continue
         for nxt in x.lines[i + 1:i + 4]:
             if nxt.page != line.page:
@@ -226,6 +232,13 @@ def _signature(x) -> None:
                 x.ev.add(Candidate("referring_provider_name", got[0], 0.4 if section else 0.3, got[1],
                                    mean_conf(seg.words), line.number * 10000 + seg.x0, "credentials"))
     for line in x.lines:
+        # "was referred by Dr. Alan Brooks for ...": the sentence names the referrer wherever it stands
+        m = REFERRED_BY.search(line.text)
+        if m:
+            got = _provider_name(m.group(1))
+            if got:
+                x.ev.add(Candidate("referring_provider_name", got[0], 0.55, got[1], mean_conf(line.words),
+                                   line.number * 10000 + m.start(), "referred_by"))
         m = re.search(r"\b(?:Dr\.?|Doctor|DR\.?)\s+((?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)){1,2})", line.text)
         if m:
             section = x.section_at(line, line.words[0].x0)
@@ -292,7 +305,8 @@ def _letter(x, lines) -> None:
     m = re.search(r"\breason\s+for\s+(?:referral|consult\w*|visit)\s*[:;\-\u2019]\s*([^.;]{3,200})", text, re.I)
     if m:
         x.ev.add(Candidate("reason", m.group(1).strip(" ,"), 0.8, 1.0, conf, order0 + m.start(), "letter_label"))
-    m = re.search(r"\b(?:diagnos[ie]s|dx|icd[\s\-]*10(?:\s+codes?)?)\s*[:;\-]\s*(.{3,400}?)(?:\.\s+[A-Z]|$)", text, re.I)
+    # the colon may come out of the fax as a full stop: "Relevant diagnoses. H35.30 ..."
+    m = re.search(r"\b(?:diagnos[ie]s|dx|icd[\s\-]*10(?:\s+codes?)?)\s*(?:[:;\-]|\.(?=\s*[A-Z$][0-9OIl]{2}))\s*(.{3,400}?)(?:\.\s+[A-Z]|$)", text, re.I)
     if m:
         codes = icd10.find_codes(m.group(1), labelled=True)
         if codes:

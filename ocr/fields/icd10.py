@@ -14,6 +14,7 @@ CODE_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z0-9$\u00a3\u20ac][0-9OoIlSZB&][0-9A-
 LETTER_FOR = {"1": "I", "0": "O", "5": "S", "8": "B", "2": "Z", "6": "G"}
 FIRST_ALTERNATIVES = {"$": "JS", "\u00a3": "E", "\u20ac": "E", "1": "ILJ", "0": "OD", "5": "S", "8": "B", "2": "Z", "6": "G", "I": "J", "J": "I",
                       "S": "J"}
+SPLIT_TAIL = re.compile(r" ([0-9]{1,4})(?![A-Za-z0-9.,])")
 DIGIT_FOR = {"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "Z": "2", "B": "8", "&": "8"}
 
 
@@ -67,11 +68,23 @@ def repair(code: str) -> str | None:
 def find_codes(text: str, labelled: bool = False) -> list[str]:
     """Valid codes in order of appearance, each once."""
     out: list[str] = []
+    skip_to = 0
     for m in CODE_RE.finditer(text):
+        if m.start() < skip_to:
+            continue
         raw = m.group(1)
         has_dot = "." in raw or "," in raw
-        boxed = (m.start() > 0 and text[m.start() - 1] == "(" and text[m.end():m.end() + 1] == ")"
-                 and raw[0].isalpha() and raw[1:3].isdigit() and is_valid(raw))
+        split = SPLIT_TAIL.match(text, m.end()) if labelled and len(raw) == 3 and not has_dot else None
+        if split and not is_leaf(raw) and repair(raw + "." + split.group(1)):
+            raw, has_dot = raw + "." + split.group(1), True    # "G47 00": the dot read as a space
+            skip_to = split.end()
+        in_parens = m.start() > 0 and text[m.start() - 1] == "(" and text[m.end():m.end() + 1] == ")"
+        boxed = in_parens and raw[0].isalpha() and raw[1:3].isdigit() and is_valid(raw)
+        if in_parens and not has_dot and not raw[0].isalpha() and labelled and raw[1:3].isdigit():
+            fixed = repair(raw)                 # "(110)" under a diagnosis label: I10 with 1/I confused
+            if fixed and len(fixed) == 3 and fixed not in out:
+                out.append(fixed)
+            continue
         if not has_dot and not labelled and not boxed:
             continue                      # "(I10)" is a code; a bare "I10" in prose may not be
         if not has_dot and not re.search(r"[A-Z]", raw[0]) and not (labelled or boxed):
