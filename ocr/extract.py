@@ -213,15 +213,21 @@ class Extractor:
         (underlined blanks with the label printed beneath)? Each label alone in its cell
         votes for the side whose nearest words are clearly closer (under 0.6 of the other
         gap: boxed forms pack both sides about as close); no votes means below."""
-        votes: dict[int, int] = {}
+        votes: dict[int, float] = {}
         for fl in self.labels:
             if fl.label.field is None or self._inline_text(fl):
                 continue
-            below, above = self._below(fl), self._above(fl)
+            # a "row" overlapping the label's own line is debris, not a value above or below it
+            below = [sp for sp in self._below(fl) if sp.gap >= 0]
+            above = [sp for sp in self._above(fl) if sp.gap >= 0]
             if below and above:
                 b, a = max(below[0].gap, 1.0), max(above[0].gap, 1.0)
                 vote = 1 if b < 0.6 * a else -1 if a < 0.6 * b else 0
-                votes[fl.line.page] = votes.get(fl.line.page, 0) + vote
+            else:
+                # the first box under a heading has nothing over it (and the last blank of an
+                # underlined form nothing under it): half a vote for the only side there is
+                vote = 0.5 if below else -0.5 if above else 0
+            votes[fl.line.page] = votes.get(fl.line.page, 0) + vote
         self.values_below = {page: v >= 0 for page, v in votes.items()}
 
     def reading_section(self, fl: FoundLabel) -> str | None:
@@ -270,11 +276,29 @@ class Extractor:
         end = nxt.start if nxt else len(seg.text)
         spans: list[Span] = []
         inline = seg.text[lab.end:end].strip(" :;-|_=")
+        if nxt is not None and nxt.colon and not lab.colon and COMPOUND_JOIN.fullmatch(seg.text[lab.end:nxt.start]):
+            inline = ""
+            # "Referring Provider / NPI: Alan Brooks, MD / 1234567893": both heads share the value,
+            # each parser takes its own part
+            after = next((l for l in labs if l.start >= nxt.end), None)
+            stop = after.start if after else len(seg.text)
+            shared = seg.text[nxt.end:stop].strip(" :;-|_=")
+            if shared:
+                spans.append(Span(shared, words_between(seg, nxt.end, stop), "same_cell"))
         if inline:
             spans.append(Span(inline, words_between(seg, lab.end, end), "same_cell"))
         elif nxt is None and fl.seg_index + 1 < len(fl.line.segments):
             right = fl.line.segments[fl.seg_index + 1]
-            if not self.starts_with_label(right):
+            rl = self.seg_labels.get(id(right), [])
+            if rl and rl[0].start == 0 and rl[0].colon and not lab.colon and lab.field in ("referring_provider_name", "name") \
+                    and rl[0].field in ("npi", "referring_practice_phone") \
+                    and right.x0 - seg.x1 < 3 * self.heights[fl.line.page]:
+                # "Referring Provider / NPI: Alan Brooks, MD / 1234..." with the slash lost between cells
+                after = rl[1].start if len(rl) > 1 else len(right.text)
+                shared = right.text[rl[0].end:after].strip(" :;-|_=")
+                if shared:
+                    spans.append(Span(shared, words_between(right, rl[0].end, after), "same_cell"))
+            elif not self.starts_with_label(right):
                 rl = self.seg_labels.get(id(right), [])
                 cut = rl[0].start if rl else len(right.text)
                 text = right.text[:cut].strip(" :;-|_=")
@@ -349,6 +373,14 @@ class Extractor:
                 first = next((s for s in other.segments if ws[0] in s.words), None)
                 if first is not None:
                     ws = [w for w in first.words if w.x0 >= ws[0].x0]
+            elif fl.label.start == 0:
+                # a centred column head over a left-aligned value: the cell that runs into the
+                # column from the left (but not from the previous head's side) is the value
+                first = next((s for s in other.segments if ws[0] in s.words), None)
+                segs = fl.line.segments
+                floor = segs[fl.seg_index - 1].x1 + 0.5 * h if fl.seg_index > 0 else fl.x0 - 10 * h
+                if first is not None and floor <= first.x0 < left:
+                    ws = [w for w in first.words if w.x0 < right]
             seg = next((s for s in other.segments if s.words and s.words[0] is ws[0]), None)
             if seg is not None and self.starts_with_label(seg):
                 break
@@ -416,6 +448,8 @@ class Extractor:
         parse = PARSERS.get(target)
         if parse is None:
             return
+        if target == "referring_provider_name" and not re.search(r"\bref", fl.seg.text[lab.start:lab.end], re.I):
+            score *= 0.95       # "PCP:", "Signed:", "Attending:" name a referrer only when no "Referring ..." does
         if target == "patient_name" and FAMILY_FIRST_HINT.search(fl.seg.text[lab.start:lab.end]):
             parse = _name_family_first       # "Name (Last First): SMITH JOHN" says the order itself
         for i, span in enumerate(self.spans_for(fl, multiline=target in MULTILINE,
@@ -643,6 +677,7 @@ def _order_by_courtesy_title(name: tuple[str, str], text: str) -> tuple[str, str
     return name
 
 
+COMPOUND_JOIN = re.compile(r"[\s/&,+(]*(?:and\s*)?", re.I)
 NAME_TARGETS = {"patient_name", "referring_provider_name", "cover_from", "patient_family_name", "patient_given_name"}
 
 

@@ -100,7 +100,7 @@ GENERIC = {
     "id": {"patient": "patient_mrn", "insurance": "insurance_member_id"},
 }
 
-TAIL = r"(?:\s*\(\s*s\s*\))?(?:\s*\((?:last|first|mm|dd|yyyy|m/f|if|home|cell|print)[^)]{0,30}\))?\s*(?:#|no\b\.?|number\b|num\b\.?|nbr\b)?\s*([:;=\u2019]|\.(?=\s)|-(?=\s)|#)?"
+TAIL = r"(?:\s*\(\s*s\s*\))?(?:\s*\((?:last|first|mm|dd|yyyy|m/f|if|home|cell|print|name|npi)[^)]{0,30}\))?\s*(?:#|no\b\.?|number\b|num\b\.?|nbr\b)?\s*([:;=\u2019]|\.(?=\s)|-(?=\s)|#)?"
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class Label:
 
 
 _COMPILED = [(re.compile(r"(?:" + p + r")(?![A-Za-z0-9])" + TAIL, re.I), f, o, s) for p, f, o, s in LEXICON]
-_STARTS = re.compile(r"(?:^|(?<=[\s|(\[]))[\"'\u201c\u2018\u2019\u201d|_~.,:;\u2014\-]*(?=\S)")
+_STARTS = re.compile(r"(?:^|(?<=[\s|(\[/]))[\"'\u201c\u2018\u2019\u201d|_~.,:;\u2014\-]*(?=\S)")
 
 
 # labels whose value is a number: "Ph (503) 555-0111", "Fax 555..." need no colon
@@ -198,7 +198,7 @@ def _find_labels(text: str) -> list[Label]:
             mm = rx.match(text, pos)
             if not mm:
                 continue
-            colon = bool(mm.group(1)) or mm.group(0).rstrip().endswith("#")    # "ID# J392..." as "ID: J392..."
+            colon = bool(mm.group(1))
             end = mm.end()
             at_start = pos == 0 or text[:pos].strip(JUNK) == ""
             comma = re.match(r"\s*,(?=\s*\S)", text[end:]) if not colon and at_start else None

@@ -83,6 +83,8 @@ def page_lines(page: Page, first_number: int = 0) -> list[Line]:
     if not words:
         return []
     h = typical_height(words)
+    # a sliver far flatter than any text ("BO", "Oo" a pixel tall) is a ruling line OCR read as letters
+    words = [w for w in words if not (w.height < 0.25 * h and w.conf < 60 and w.text.strip() not in _MARKS)] or words
     pieces: dict[object, list[Word]] = {}
     for i, w in enumerate(words):
         pieces.setdefault(w.line_key if w.line_key is not None else ("word", i), []).append(w)

@@ -71,6 +71,11 @@ def split_name(text: str) -> tuple[str, str] | None:
     text = re.sub(r"\s+", " ", text.replace("\u2019", "'")).strip(" ,;:-|")
     text = re.sub(r"\b([A-Z])\.(?=[A-Z][a-z])", r"\1. ", text)          # "K.Wood" -> "K. Wood"
     text = re.sub(r"\([^)]*\)", " ", text)                      # nicknames, (patient)
+    text = re.sub(r"\s+,", ",", text)                                     # "Brooks , Alan"
+    text = re.sub(r"^(?:dr|doctor)\s*[.,]\s*(?=[A-Z])", "", text, flags=re.I)   # "Dr,Alan Brooks", "Dr.Alan Brooks"
+    first = re.match(r"([A-Za-z'\-]{2,})\.\s+(?=[A-Za-z])", text)
+    if first and "," not in text and first.group(1).lower() not in TITLES | PARTICLES:
+        text = first.group(1) + ", " + text[first.end():]            # "BROOKS. ALAN": a fax made the comma a full stop
     if len(text) < 3 or len(text) > 60:
         return None
     comma = "," in text
@@ -104,6 +109,12 @@ def _ordered(tokens: list[str]) -> tuple[str, str] | None:
     tokens = [t for t in tokens if t.lower().strip(".") not in GENERATIONAL]
     if len(tokens) < 2 or len(tokens) > 5:
         return None
+    if 2 <= len(tokens) <= 3 and len(tokens[0]) > 1 and tokens[0].isupper() and tokens[1][:1].isupper() \
+            and tokens[1][1:].islower() and len(tokens[1]) > 1 and tokens[0].lower() not in PARTICLES:
+        return _finish(tokens[1], tokens[0])   # "BROOKS Alan": the family name in capitals, given in title case
+    if len(tokens) == 3 and len(tokens[2].strip(".")) == 1 and all(len(t.strip(".")) > 1 for t in tokens[:2]) \
+            and tokens[0].lower() not in PARTICLES:
+        return _finish(tokens[1], tokens[0])   # "BROOKS ALAN K": a trailing middle initial puts the family first
     given = tokens[0]
     # family: the last token plus particles before it (Van Dyke, St. Pierre, de la Cruz)
     i = len(tokens) - 1
