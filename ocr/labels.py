@@ -52,7 +52,7 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"group\s*(?:#|no\.?|number|id)?|grp\s*#?", None, "insurance", 1),
     # --- referring provider
     (rf"{REF}\s*{DOC}(?:\s*name)?|referred\s+by|referral\s+from|{REF}\s+(?:provider|physician)\s*/\s*practice", "referring_provider_name", "referring", 1),
-    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider|author|authored\s+by|seen\s+by|dictated\s+by|note\s+by|provider\s+of\s+record|from\s+(?:provider|physician|dr\.?))", "referring_provider_name", "referring", 1),
+    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|req(?:\.|uested)?\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider|author|authored\s+by|seen\s+by|dictated\s+by|note\s+by|provider\s+of\s+record|from\s+(?:provider|physician|dr\.?))", "referring_provider_name", "referring", 1),
     (rf"(?:{REF}\s*)?{DOC}\s+npi|{REF}\s+npi|npi\s*(?:#|no\.?|number|num)?|n\.p\.i\.?", "npi", _, 2),
     (rf"{REF}\s+(?:practice|office|clinic|facility)(?:\s+name)?|practice\s+name|clinic\s+name|office\s+name|facility", None, "referring", 1),
     (r"office|clinic|practice", "referring_practice_phone", "referring", 1),     # "Office: 555-..." (a name fails the phone parser)

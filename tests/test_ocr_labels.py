@@ -24,6 +24,8 @@ from tests.test_ocr_extract import page
     ("Sex/Gender: F", "patient_sex", "Sex/Gender:"),
     ("Birth Sex: F", "patient_sex", "Birth Sex:"),
     ("Forename: John", "patient_given_name", "Forename:"),
+    ("Req by: Roy Bailey", "referring_provider_name", "Req by:"),
+    ("Req. By=ROY BAILEY, PA-C", "referring_provider_name", "Req. By="),
 ])
 def test_label_synonyms(text, field, label):
     labs = find_labels(text)
