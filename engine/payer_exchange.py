@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine import outbound, x12
+from engine.store import write_transaction
 from engine.referral_store import ReferralStore
 
 log = logging.getLogger("engine.payer_exchange")
@@ -244,13 +245,8 @@ def sweep(conn: sqlite3.Connection, handlers: dict[str, Callable], inbox: Path) 
     answers, skipped = scan(inbox)
     if not answers:
         return {"processed": 0, "error": 0, "skipped": skipped}
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         outcomes = apply_answers(conn, handlers, answers)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return _merge(settle(inbox, outcomes), skipped)
 
 

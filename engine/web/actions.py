@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from engine.store import Journal
+from engine.store import Journal, write_transaction
 
 
 class ActionError(ValueError):
@@ -31,13 +31,8 @@ def resend(conn: sqlite3.Connection, outbound_id: int) -> None:
     from engine import outbound
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='outbound'").fetchone() is None:
         raise ActionError("the outbound queue is not enabled in this store")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         ok = outbound.resend(conn, outbound_id)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     if not ok:
         raise ActionError(f"outbound message {outbound_id} does not exist or is being sent right now")
 

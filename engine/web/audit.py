@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from engine.store import now_iso
+from engine.store import now_iso, write_transaction
 
 
 def record(conn: sqlite3.Connection, user: str | None, role: str | None, action: str, target_kind: str | None = None,
            target_id: str | int | None = None, detail: str | None = None, client: str | None = None) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         conn.execute("INSERT INTO audit_log (at, user, role, action, target_kind, target_id, detail, client) "
                      "VALUES (?,?,?,?,?,?,?,?)", (now_iso(), user, role, action, target_kind,
                                                  None if target_id is None else str(target_id), detail, client))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def listing(conn: sqlite3.Connection, *, user: str | None = None, target_kind: str | None = None,

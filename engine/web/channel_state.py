@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from engine.store import now_iso
+from engine.store import now_iso, write_transaction
 
 
 def paused(conn: sqlite3.Connection) -> set[str]:
@@ -23,13 +23,8 @@ def states(conn: sqlite3.Connection) -> dict[str, dict]:
 
 
 def set_paused(conn: sqlite3.Connection, channel: str, pause: bool, by_user: str, reason: str | None = None) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         conn.execute("INSERT INTO channel_state (channel, paused, changed_by, changed_at, reason) VALUES (?,?,?,?,?) "
                      "ON CONFLICT(channel) DO UPDATE SET paused=excluded.paused, changed_by=excluded.changed_by, "
                      "changed_at=excluded.changed_at, reason=excluded.reason",
                      (channel, int(pause), by_user, now_iso(), reason))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from engine.config import FAX_FIELDS, ReferralsConfig
-from engine.store import now_iso
+from engine.store import now_iso, write_transaction
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 LIST_FIELDS = ("diagnosis_codes",)
@@ -31,15 +29,7 @@ class ReviewError(ValueError):
     pass
 
 
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+_write = write_transaction
 
 
 def page_images(pages_dir: str | None) -> list[Path]:

@@ -11,15 +11,13 @@ import hashlib
 import re
 import secrets
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from engine.store import now_iso
+from engine.store import now_iso, write_transaction
 from engine.web.schema import ROLES
 
 MIN_PASSWORD = 10
@@ -51,15 +49,7 @@ class LoginResult:
     locked_until: str | None = None
 
 
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+_write = write_transaction
 
 
 def _user(row) -> User | None:
