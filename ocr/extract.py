@@ -166,6 +166,9 @@ class Extractor:
         for line in self.lines:
             for si, seg in enumerate(line.segments):
                 found = find_labels(seg.text)
+                if si:
+                    # a bare "ID" cell after another is a value ("Referral To | ID": infectious disease)
+                    found = [lab for lab in found if not _bare_id(seg.text, lab)]
                 self.seg_labels[id(seg)] = found
                 for lab in found:
                     lw = words_between(seg, lab.start, lab.end) or seg.words[:1]
@@ -439,6 +442,8 @@ class Extractor:
                 score = 0.7
             if target is None:
                 return
+            if _bare_id(fl.seg.text, lab) and target != "insurance_member_id":
+                return      # a bare "ID" row head outside insurance may be Idaho in an address row
         if fl.section in ("to", "other") and target.startswith("referring"):
             if lab.field in GENERIC or lab.opens is None:
                 return
@@ -489,6 +494,11 @@ class Extractor:
 
 
 # ---------------------------------------------------------------- value parsers: text -> (value, validity)
+
+def _bare_id(text: str, lab: Label) -> bool:
+    """ "ID" alone, no colon: a row head only first on its line, and only for insurance."""
+    return lab.field == "id" and not lab.colon and text[lab.start:lab.end].strip(" |").lower() == "id"
+
 
 def _name(text: str):
     text = re.split(r"\s{2,}|\t|\|", text.strip())[0]

@@ -30,6 +30,11 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"name\s+of\s+patient|patient\s+/\s+member\s+name|member\s+name|patient\s+information\s+name", "patient_name", "patient", 1),
     (rf"(?:{PT}\s*)?(?:last|family|sur)\s*name", "patient_family_name", "patient", 1),
     (rf"(?:{PT}\s*)?(?:(?:first|given)\s*name|forename)", "patient_given_name", "patient", 1),
+    # "Surname: Kelly / First: Robert", "Last Name | Jackson | First | Juan": the bare word
+    # counts only with its colon or alone in its cell (strength 1, one word)
+    (r"first|given", "patient_given_name", "patient", 1),
+    (r"last|surname", "patient_family_name", "patient", 1),
+    (rf"{PT}\s*\(\s*last\s*,\s*first(?:\s+name)?\s*\)", "patient_name", "patient", 2),
     (r"(?:re|regarding|subject|patient\s+re)", "patient_name", "patient", 0),
     (r"(?:patient|pt\.?)(?!\s*(?:#|no\b|number\b|num\b|nbr\b))", "patient_name", "patient", 0),   # "Patient #" is an id
     (rf"(?:{PT}\s*)?(?:d\.?\s?[o0]\.?\s?b\.?|date\s+of\s+birth|birth\s*date|birth\s+dt|bdate|dob)", "patient_dob", "patient", 2),
@@ -124,6 +129,17 @@ NUMERIC_FIELDS = {"phone", "fax", "patient_phone", "referring_practice_phone", "
 # "Sex F" on a dense line: a sex label needs no colon when a sex value follows it
 SEX_VALUE = re.compile(r"(?:m|f|male|female|x|u|unknown)\b", re.I)
 
+# "Pt MILLER, JOHN" on a dense line: a patient label needs no colon when "FAMILY, Given" follows
+NAME_VALUE = re.compile(r"[A-Z][A-Za-z'\-]+,\s*[A-Z][A-Za-z'\-]+")
+
+
+def _known_payer(text: str) -> bool:
+    """ "Ins Highmark": what follows a colon-less insurance label is a payer the list knows."""
+    from ocr.fields.payers import match_payer       # deferred: the payer list loads on first use
+    got = match_payer(text[:60]) if text[:1].isupper() else None
+    return bool(got and got[1] >= 0.9)
+
+
 JUNK = " \"'\u201c\u2018\u2019\u201d|_~.,:;\u2014-"
 
 
@@ -210,12 +226,14 @@ def _find_labels(text: str) -> list[Label]:
             after = text[end:]
             shaped = (field in NUMERIC_FIELDS and re.match(r"\s*[(+]?\d", after) is not None) \
                 or (field == "patient_sex" and SEX_VALUE.match(rest) is not None) \
+                or (field == "insurance_payer" and _known_payer(rest)) \
+                or (field == "patient_name" and at_start and NAME_VALUE.match(rest) is not None) \
                 or (mm.group(0).rstrip().endswith("#") and (field in NUMERIC_FIELDS or field == "id")
                     and re.match(r"\s*[A-Za-z0-9\-]*\d", after) is not None)
             if strength == 0 and not (colon or (at_start and not rest)) and not shaped:
                 continue
-            if mm.end(0) - pos <= 2 and not colon:
-                continue                       # "F", "P", "T" are labels only as "F:" (else a value)
+            if mm.end(0) - pos <= 2 and not colon and not (field == "id" and at_start and not rest):
+                continue                       # "F", "P", "T" are labels only as "F:" (else a value); "ID" alone in its cell is a column head
             if strength == 1 and not (colon or at_start or shaped):
                 continue
             if not at_start and strength < 2 and mm.group(1) not in (":", ";", "=", "#", "\u2019") and not shaped:

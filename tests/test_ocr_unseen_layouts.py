@@ -189,3 +189,43 @@ def test_centred_column_head_over_a_left_aligned_name():
     assert got["referring_provider_name"] == "Catherine D'Angelo"
     assert got["evidence"]["referring_provider_name"] == "label:below"
     assert got["referring_provider_npi"] == "1234567893"
+
+
+def test_bare_first_and_last_cells_name_the_patient():
+    got = extract_fields([page((40, 0, "PATIENT INFORMATION"), (40, 1, "Surname: Kelly"), (40, 2, "First: Robert"),
+                               (40, 3, "DOB: 03/04/1951"))])
+    assert (got["patient_given_name"], got["patient_family_name"]) == ("Robert", "Kelly")
+    got = extract_fields([page((40, 1, "Last Name"), (160, 1, "Jackson"), (300, 1, "First"), (400, 1, "Juan"),
+                               (40, 2, "Birth Date"), (160, 2, "11/19/1996"))])
+    assert (got["patient_given_name"], got["patient_family_name"]) == ("Juan", "Jackson")
+    # in prose the words are no labels
+    assert heads("First visit was fine") == [] and heads("Last seen 2020") == []
+
+
+def test_patient_last_first_head_without_name_word():
+    got = extract_fields([page((40, 1, "Patient (Last, First) Singh, Nathan"), (300, 1, "DOB 01/14/1984"))])
+    assert (got["patient_given_name"], got["patient_family_name"]) == ("Nathan", "Singh")
+
+
+def test_bare_id_row_head_under_insurance_only_first_on_its_line():
+    got = extract_fields([page(*PATIENT, (40, 4, "Ins. Carrier"), (160, 4, "Kaiser Permanente"),
+                               (40, 5, "ID"), (160, 5, "Y34700446"))])
+    assert got["insurance_member_id"] == "Y34700446"
+    # "ID" as a value: infectious disease right of its label, Idaho in an address row
+    got = extract_fields([page(*PATIENT, (40, 4, "Referral To"), (160, 4, "ID"), (300, 4, "Urgency"),
+                               (400, 4, "Routine"))])
+    assert got["insurance_member_id"] is None
+    got = extract_fields([page((40, 0, "PATIENT"), (40, 1, "Name: DOE, JANE"), (40, 2, "City"), (160, 2, "Boise"),
+                               (40, 3, "ID"), (160, 3, "83702"))])
+    assert got["patient_mrn"] is None and got["insurance_member_id"] is None
+
+
+def test_dense_line_payer_and_patient_without_colons():
+    got = extract_fields([page((40, 0, "INTAKE"), (40, 1, "Pt MILLER, JOHN   DOB 03/04/1951"),
+                               (40, 2, "Ins Highmark   Mbr ID 123456789"))])
+    assert (got["patient_given_name"], got["patient_family_name"]) == ("John", "Miller")
+    assert got["insurance_payer"] == "Highmark"
+    assert got["insurance_member_id"] == "123456789"
+    # without the value's shape the words stay prose
+    assert heads("Pt tolerated, well") == []
+    assert not any(l.field == "insurance_payer" for l in find_labels("Ins unknown words here"))
