@@ -40,6 +40,7 @@ def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
 def drop(target: Path, source: Path | None = None, data: bytes | None = None) -> None:
     """As a fax server does under the `rename` rule: write NAME.part, then rename it to NAME."""
     part = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)    # the engine may still be starting its fax channel
     if source is not None:
         shutil.copyfile(source, part)
     else:
