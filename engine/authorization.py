@@ -25,12 +25,13 @@ import math
 import re
 import sqlite3
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from engine import outbound, x12
 from engine.config import EngineConfig, PayerRule, PriorAuthRule
 from engine.eligibility import answer_text, iso_date, originator, subscriber_segments
 from engine.referral_store import ReferralStore
+from engine.store import now_iso
 
 STATUSES = ("requested", "pending", "more_info", "approved", "denied", "not_required", "canceled")
 OPEN = ("requested", "pending", "more_info")
@@ -140,10 +141,6 @@ def read_278(text: str, expected_trace: str | None = None) -> Decision:
     return Decision(status, number, valid_from, valid_to, reason, code, trace)
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
 class Authorizations:
     """Prior authorization requests, answers and decisions (see the module docstring)."""
 
@@ -162,7 +159,7 @@ class Authorizations:
             return None
         from engine.payers import turnaround_days
         days = turnaround_days(payer, rule)
-        due = _iso(datetime.fromisoformat(at) + timedelta(days=days))
+        due = now_iso(datetime.fromisoformat(at) + timedelta(days=days))
         service = referral.get("service_code") or referral.get("service_text") or referral.get("specialty")
         auth_id = conn.execute(
             "INSERT INTO authorizations (referral_id, payer, payer_id, service, service_type, documents, status, "
@@ -311,7 +308,7 @@ class Authorizations:
         ask again about pended ones every `follow_up_hours`. Idempotent for the same `now`."""
         from engine.payers import auth_rule, payer_of
         store = ReferralStore(conn)
-        at = _iso(now)
+        at = now_iso(now)
         escalated = followed = 0
         for auth in conn.execute("SELECT * FROM authorizations WHERE status IN ('requested','pending','more_info') "
                                  "AND due_at IS NOT NULL").fetchall():

@@ -26,12 +26,13 @@ import json
 import logging
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import sqlite_utils
 
 from engine.config import FAX_FIELDS, FaxReview, ReferralsConfig
 from engine.normalized import Diagnosis, Identifier, Insurance, Mapped, Patient, Provider
+from engine.store import now_iso
 
 log = logging.getLogger("engine.fax")
 
@@ -142,10 +143,6 @@ class Filed:
     error: str | None = None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
 def already_filed(conn: sqlite3.Connection, sha256: str) -> sqlite3.Row | None:
     """The fax row that filed this content successfully (not a duplicate record, not an error: a
     failed earlier copy does not make a later good copy an error), else the first error row, or None.
@@ -171,7 +168,7 @@ def commit_fax(conn: sqlite3.Connection, fax: FaxResult, rules: ReferralsConfig 
     from engine.referral_store import ReferralStore
     from engine.referrals import Applied, contributed_fields, diagnosis_rows, missing_items, route
 
-    at = _now()
+    at = now_iso()
     if fax.recovered:   # did the crash come after this very file's commit? Then there is nothing new to file
         done = conn.execute("SELECT id, status, referral_id, error FROM faxes WHERE sha256=? AND file_name=? "
                             "ORDER BY id DESC LIMIT 1", (fax.sha256, fax.file_name)).fetchone()

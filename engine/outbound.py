@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import sqlite_utils
+
+from engine.store import now_iso  # noqa: F401 (re-exported: callers use outbound.now_iso)
 
 STATUSES = ("queued", "sending", "sent", "error", "dead")
 PENDING = ("queued", "sending", "error")
@@ -70,10 +72,6 @@ class Outbound:
     dedupe_key: str | None = None
     patient_key: str | None = None     # for per_patient ordering
     closes_loop: bool = False
-
-
-def now_iso(at: datetime | None = None) -> str:
-    return (at or datetime.now(timezone.utc)).isoformat(timespec="microseconds")
 
 
 def order_key(item: Outbound, order: str) -> str:

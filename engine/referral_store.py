@@ -264,7 +264,7 @@ class ReferralStore:
             "events": self.events(referral_id),
             "outbound": [dict(r) for r in q(
                 "SELECT id, destination, rule, message_type, control_id, status, attempts, last_error, created_at, "
-                "sent_at FROM outbound WHERE referral_id=? ORDER BY id", (referral_id,))],
+                "sent_at, closes_loop FROM outbound WHERE referral_id=? ORDER BY id", (referral_id,))],
         }
 
     def unmatched(self, include_resolved: bool = False, limit: int = 100) -> list[dict]:

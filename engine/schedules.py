@@ -22,16 +22,12 @@ from engine import outbound
 from engine.config import AgingSchedule, EngineConfig, NoteChaseSchedule, ReminderSchedule
 from engine.lifecycle import TRANSITIONS, ReferralStatus
 from engine.referral_store import ReferralStore
-from engine.store import WriterTask
+from engine.store import WriterTask, now_iso
 
 log = logging.getLogger("engine.schedules")
 
 ACTOR = "schedule"
 WAITING = ("received", "needs_review", "incomplete", "ready", "auth_pending")   # not yet scheduled
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _age_days(created: str, now: datetime) -> float:
@@ -45,7 +41,7 @@ def aging_sweep(conn: sqlite3.Connection, cfg: AgingSchedule, now: datetime, pla
     """Escalate unscheduled referrals past their SLA (one level per SLA period: owner, next action,
     an `escalated` event); past `expire_days`, move those the lifecycle allows to `leaked`."""
     store = ReferralStore(conn)
-    at = _iso(now)
+    at = now_iso(now)
     escalated = leaked = 0
     for row in conn.execute(
             f"SELECT id, status, urgency, created_at, owner, escalation_level FROM referrals WHERE status IN "
@@ -85,8 +81,8 @@ def note_chase_sweep(conn: sqlite3.Connection, cfg: NoteChaseSchedule, now: date
     """Visits completed more than `after_days` ago without a consult note: ask the specialist (an e-mail
     or webhook to `cfg.to`), at most once per `repeat_days`; a next action for the coordinator either way."""
     store = ReferralStore(conn)
-    at = _iso(now)
-    cutoff = _iso(now - timedelta(days=cfg.after_days))
+    at = now_iso(now)
+    cutoff = now_iso(now - timedelta(days=cfg.after_days))
     chased = 0
     for referral_id, department, completed_at in conn.execute(
             "SELECT r.id, r.receiving_department, max(h.at) FROM referrals r JOIN status_history h "
@@ -130,7 +126,7 @@ def reminder_sweep(conn: sqlite3.Connection, cfg: ReminderSchedule, now: datetim
             continue
         outreach.send(conn, referral_id, "appointment_reminder", now, key=f"reminder:{appointment_id}",
                       appointment_id=appointment_id)
-        conn.execute("UPDATE appointments SET reminded_at=? WHERE id=?", (_iso(now), appointment_id))
+        conn.execute("UPDATE appointments SET reminded_at=? WHERE id=?", (now_iso(now), appointment_id))
         sent += 1
     return {"reminded": sent}
 
@@ -139,7 +135,7 @@ def no_show_sweep(conn: sqlite3.Connection, now: datetime, outreach) -> dict:
     """Referrals in no_show: one follow-up to the patient per no-show (when outreach is configured:
     `outreach` not None), and a next action to re-book."""
     store = ReferralStore(conn)
-    at = _iso(now)
+    at = now_iso(now)
     followed = 0
     for referral_id, history_id in conn.execute(
             "SELECT r.id, max(h.id) FROM referrals r JOIN status_history h ON h.referral_id=r.id AND "

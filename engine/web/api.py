@@ -131,7 +131,6 @@ def router(web: Web) -> APIRouter:
         timeline = ReferralStore(conn).timeline(referral_id)
         if timeline is None:
             raise HTTPException(404, f"no referral with id {referral_id}")
-        timeline["outbound"] = queries.referral_outbound(conn, referral_id)
         web.audit(p, request, "view", "referral", referral_id)
         return timeline
 

@@ -189,7 +189,7 @@ def router(web: Web) -> APIRouter:
         from engine.lifecycle import ReferralStatus
         age, colour = queries.aging(timeline["referral"], datetime.now(timezone.utc))
         return web.render(request, "referral.html", p, t=timeline, ref=timeline["referral"],
-                          outbound=queries.referral_outbound(conn, referral_id), age=round(age, 1), colour=colour,
+                          age=round(age, 1), colour=colour,
                           statuses=[s.value for s in ReferralStatus], notice=NOTICES.get(notice), error=error)
 
     @r.post("/referrals/{referral_id}/{kind}")

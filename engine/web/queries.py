@@ -221,15 +221,6 @@ def _ago(now: datetime, days: float) -> str:
     return (now - timedelta(days=days)).isoformat()
 
 
-def referral_outbound(conn: sqlite3.Connection, referral_id: int) -> list[dict] | None:
-    """The outreach and loop-closing messages a referral caused (None: no outbound queue in this store)."""
-    if not _table_exists(conn, "outbound"):
-        return None
-    return [dict(r) for r in conn.execute(
-        "SELECT id, destination, message_type, control_id, status, attempts, last_error, created_at, sent_at, "
-        "closes_loop FROM outbound WHERE referral_id=? ORDER BY id LIMIT 200", (referral_id,))]
-
-
 # ---- faxes (helper B's table; shown when present) ---------------------------------------------
 
 def faxes_enabled(conn: sqlite3.Connection) -> bool:
