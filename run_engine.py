@@ -33,7 +33,7 @@ def _config(path: Path) -> EngineConfig:
 def _journal(config: EngineConfig):
     from engine.store import Journal, StoreError
     try:
-        return Journal(config.sqlite_path, readonly=True)
+        return Journal(config.store_location, readonly=True)
     except StoreError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2)
@@ -311,8 +311,9 @@ def _referral_store(config: EngineConfig):
     from engine.referral_store import ReferralStore
     journal = _journal(config)
     from engine.store import SCHEMA_VERSION
-    if journal.conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-        typer.echo(f"{config.sqlite_path}: the store predates this release's referral tables; start the engine "
+    from engine.db import schema_version
+    if schema_version(journal.conn) < SCHEMA_VERSION:
+        typer.echo(f"{config.store_location}: the store predates this release's referral tables; start the engine "
                    f"once to upgrade it",
                    err=True)
         raise typer.Exit(2)
@@ -322,7 +323,7 @@ def _referral_store(config: EngineConfig):
 def _writable_journal(config: EngineConfig):
     from engine.store import Journal, StoreError
     try:
-        return Journal(config.sqlite_path, config.store.synchronous, referral_rules=config.referrals)
+        return Journal(config.store_location, config.store.synchronous, referral_rules=config.referrals)
     except StoreError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2)

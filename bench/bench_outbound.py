@@ -252,7 +252,7 @@ async def run_queue(config, n: int, warmup: int, prefix: str) -> dict:
     from engine.delivery import DeliveryService
     from engine.group_commit import GroupCommitter
     from engine.store import Journal, WriterTask
-    journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours)
+    journal = Journal(config.store_location, config.store.synchronous, config.store.duplicate_window_hours)
     committer = GroupCommitter(journal.write, config.store.group_commit_max)
     committer.start(asyncio.get_running_loop())
     target = {"count": 0, "event": asyncio.Event(), "at": 0.0}

@@ -66,8 +66,8 @@ def _with_control_id(message: str, control_id: str) -> str:
 
 def pipeline(messages: int, batch: int) -> list[tuple[str, float, int]]:
     config = load_config(REPO / "config.yaml", env={"ENGINE_DATA_DIR": tempfile.mkdtemp(prefix="bench-ref-")})
-    journal = Journal(config.sqlite_path, referral_rules=config.referrals)
-    reader = Journal(config.sqlite_path, readonly=True)
+    journal = Journal(config.store_location, referral_rules=config.referrals)
+    reader = Journal(config.store_location, readonly=True)
     import simple_icd_10_cm  # noqa: F401  loaded once at start-up by the daemon too
     orders, bookings = story(messages)
     map_message(config.channel("ehr_inbound"), parse(orders[0].decode()), "ORM^O01")   # load the mappings once

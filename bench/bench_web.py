@@ -163,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data = args.store or Path(tempfile.mkdtemp(prefix="bench-web-"))
     config = load_config(REPO / "config.yaml", env={"ENGINE_DATA_DIR": str(data), "WEB_PORT": str(args.port)})
-    if args.store is None or not config.sqlite_path.exists():
+    if args.store is None or not config.store_location.exists():
         started = time.perf_counter()
-        build(config.sqlite_path, args.messages, args.referrals)
+        build(config.store_location, args.messages, args.referrals)
         print(f"Store: {args.messages:,} messages, {args.referrals:,} referrals, built in "
-              f"{time.perf_counter() - started:.0f} s ({config.sqlite_path.stat().st_size / 2**20:,.0f} MiB) "
+              f"{time.perf_counter() - started:.0f} s ({config.store_location.stat().st_size / 2**20:,.0f} MiB) "
               f"in {data}\n")
     from engine.web import users
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     if users.by_name(conn, "bench") is None:
         users.add(conn, "bench", "admin", PASSWORD)
     conn.close()

@@ -565,8 +565,11 @@ class EngineConfig(_Strict):
         raise KeyError(name)
 
     @property
-    def sqlite_path(self) -> Path:
-        return Path(self.store.url.removeprefix("sqlite:///"))
+    def store_location(self) -> Path | str:
+        """The SQLite file, or the postgresql:// URL (engine.db.connect takes either)."""
+        if self.store.url.startswith("sqlite:///"):
+            return Path(self.store.url.removeprefix("sqlite:///"))
+        return self.store.url
 
 
 # ---- loading ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from engine.schedules import EngineScheduler
 from engine.templates import Templates
 from engine.group_commit import GroupCommitter
 from engine.processor import decide_batch, worker_decide_batch, worker_init
+from engine.db import describe
 from engine.store import Journal
 
 log = logging.getLogger("engine")
@@ -54,10 +55,6 @@ class Engine:
 
     async def start(self) -> None:
         config = self.config
-        if not config.store.url.startswith("sqlite:///"):
-            from engine.store import StoreError
-            raise StoreError(f"{config.source_file}: store.url: {config.store.url.split('@')[-1]!r}: PostgreSQL is not "
-                             "supported by this release yet (several nodes: issue 7); use sqlite:///PATH")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # Outbound templates are compiled and checked against their HL7 structure (hl7apy) once, here.
         self.planner = OutboundPlanner(config, Templates.load(config.outbound.templates)) \
@@ -68,7 +65,7 @@ class Engine:
             seconds = self.payer_desk.self_check()
             log.info("payer X12 checked", extra={"fields": {"ms": round(seconds * 1000, 1)}})
         self.after_apply = chain_after_apply(self.payer_desk, self.planner)
-        self.journal = Journal(config.sqlite_path, config.store.synchronous, config.store.duplicate_window_hours,
+        self.journal = Journal(config.store_location, config.store.synchronous, config.store.duplicate_window_hours,
                                referral_rules=config.referrals, after_apply=self.after_apply)
         if any(c.transformer is not None for c in config.channels):
             # The writer validates diagnoses against ICD-10-CM, whose tables take ~2 s to load:
@@ -103,7 +100,7 @@ class Engine:
         gc.collect()
         gc.freeze()
         log.info("engine started", extra={"fields": {
-            "store": str(config.sqlite_path), "channels": [c.name for c in config.channels if c.enabled],
+            "store": describe(config.store_location), "channels": [c.name for c in config.channels if c.enabled],
             "synchronous": config.store.synchronous}})
 
     async def stop(self) -> None:
@@ -138,7 +135,7 @@ class Engine:
         from channels.fax.watcher import FaxFolderChannel
         for channel in self.config.channels:
             if channel.enabled and isinstance(channel.source, FaxFolderSource):
-                fax = FaxFolderChannel(channel, self.committer.submit, self.config.sqlite_path,
+                fax = FaxFolderChannel(channel, self.committer.submit, self.config.store_location,
                                        rules=self.config.referrals,
                                        after_apply=self.after_apply,
                                        on_filed=lambda _filed: self.delivery.wake())
@@ -159,7 +156,7 @@ class Engine:
                     initializer=worker_init, initargs=(self.config, processing.nice))
                 decide = partial(worker_decide_batch, processing.batch_size)
             else:
-                journal = Journal(self.config.sqlite_path, readonly=True)
+                journal = Journal(self.config.store_location, readonly=True)
                 executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="processor")
                 decide = partial(decide_batch, journal, self.config, processing.batch_size)
             try:

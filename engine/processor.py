@@ -161,7 +161,7 @@ def worker_init(config: EngineConfig, nice: int) -> None:
     logs.configure(config.logging.level, config.logging.format, None)
     lower_priority(nice)
     _worker["config"] = config
-    _worker["journal"] = Journal(config.sqlite_path, readonly=True)
+    _worker["journal"] = Journal(config.store_location, readonly=True)
 
 
 def worker_decide_batch(limit: int) -> list[StatusChange]:

@@ -22,6 +22,7 @@ from engine import outbound
 from engine.config import AgingSchedule, EngineConfig, NoteChaseSchedule, ReminderSchedule
 from engine.lifecycle import TRANSITIONS, ReferralStatus
 from engine.referral_store import ReferralStore
+from engine.db import sqlalchemy_url
 from engine.store import WriterTask, now_iso
 
 log = logging.getLogger("engine.schedules")
@@ -172,8 +173,8 @@ class EngineScheduler:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         global _ENGINE
         _ENGINE = self.engine
-        store = SQLAlchemyJobStore(url=f"sqlite:///{config.sqlite_path}", tablename="apscheduler_jobs",
-                                   engine_options={"connect_args": {"timeout": 30}})
+        url, options = sqlalchemy_url(config.store_location)
+        store = SQLAlchemyJobStore(url=url, tablename="apscheduler_jobs", engine_options=options)
         self.scheduler = AsyncIOScheduler(jobstores={"default": store}, timezone=timezone.utc,
                                           job_defaults={"coalesce": True, "max_instances": 1,
                                                         "misfire_grace_time": 24 * 3600})

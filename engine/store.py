@@ -13,7 +13,7 @@ an older release is upgraded at open, and a newer one is refused by name.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 from contextlib import contextmanager
 import logging
 import sqlite3
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import sqlite_utils
+
+from engine import db as backend
+from engine.db import StoreError, connect, dialect  # noqa: F401 (re-exported: the store's public names)
 
 log = logging.getLogger("engine.store")
 
@@ -76,10 +79,6 @@ class Stored:
     id: int
     duplicate_of: int | None = None
     control_id_reused: bool = False
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or used (named file and reason)."""
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -156,60 +155,33 @@ def now_iso(at: datetime | None = None) -> str:
     return (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the engine's pragmas. Readers pass readonly=True."""
-    if readonly and not path.exists():
-        raise StoreError(f"{path}: no store here (has the engine run with this config?)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA busy_timeout=30000")
-        if readonly:
-            conn.execute("PRAGMA query_only=1")
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"{path}: cannot open the store: {exc}") from None
-    return conn
-
-
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    if current > SCHEMA_VERSION:
-        raise StoreError(f"{path}: store schema version {current} is newer than this engine's "
-                         f"({SCHEMA_VERSION}); run the newer engine or restore a backup")
-    db = sqlite_utils.Database(conn)
-    for version, step in MIGRATIONS:
-        if version > current:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                step(db)
-                conn.execute(f"PRAGMA user_version={version}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+def migrate(conn, location) -> None:
+    """Bring the store at `location` up to SCHEMA_VERSION (engine.db.migrate: both backends)."""
+    backend.migrate(conn, location, MIGRATIONS, SCHEMA_VERSION)
 
 
 class Journal:
     """Reads and writes of the message journal over one SQLite connection."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL", duplicate_window_hours: float = 168.0,
+    def __init__(self, location: backend.Location, synchronous: str = "FULL", duplicate_window_hours: float = 168.0,
                  readonly: bool = False, referral_rules=None, after_apply=None):
-        self.path = Path(path)
+        self.location = location     # a SQLite file, or a postgresql:// URL (engine.db)
+        self.postgres = backend.is_postgres(location)
         self.referral_rules = referral_rules    # engine.config.ReferralsConfig; None = the defaults
         # Called as after_apply(conn, message_id, applied) inside the transaction that applied a message
         # to its referral: the outbound rules queue what the change owes (engine.rules.OutboundPlanner).
         self.after_apply = after_apply
-        self.conn = connect(self.path, synchronous, readonly)
+        self.conn = connect(location, synchronous, readonly)
         if not readonly:
-            migrate(self.conn, self.path)
+            migrate(self.conn, location)
+        if not readonly and not self.postgres:
             # SQLite checkpoints inside the commit that crosses 1,000 WAL pages (a few ms, now and then).
             # It must be the writer: a checkpoint from another connection never catches up with a busy
             # writer, so the WAL would never restart and would grow without bound (measured: 1.4 GB
             # after 250,000 messages). The file is cut back to this size after each restart.
             self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        self.conn.row_factory = sqlite3.Row
+        if not self.postgres:
+            self.conn.row_factory = sqlite3.Row
         self.duplicate_window = timedelta(hours=duplicate_window_hours)
 
     def close(self) -> None:
@@ -235,6 +207,8 @@ class Journal:
         if changes or tasks:
             if not frames:
                 self.conn.execute("BEGIN IMMEDIATE")
+            elif self.postgres:        # appends began without the single-writer lock; changes and tasks need it
+                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (backend.WRITE_LOCK,))
             try:
                 if changes:
                     changed = self._apply(changes)
@@ -271,15 +245,17 @@ class Journal:
         """
         conn = self.conn
         flat = [m for frame in frames for m in frame]
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
         try:
+            if self.postgres:
+                self._lock_control_ids(flat)
             earlier = self._accepted_with_same_control_ids(flat)
-            next_id = (conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
+            ids = iter(self._new_ids(len(flat)))
             rows, results = [], []
             for frame in frames:
                 stored = []
                 for m in frame:
-                    message_id, next_id = next_id, next_id + 1
+                    message_id = next(ids)
                     status, warnings, duplicate_of, reused = m.status, m.warnings, None, False
                     if m.status == "received" and m.control_id:
                         same_id = earlier.setdefault((m.sender, m.control_id), [])
@@ -308,6 +284,26 @@ class Journal:
             raise
         return results
 
+    def _new_ids(self, count: int) -> list[int]:
+        """Ids for `count` new messages. SQLite: after the largest (the write lock is held). PostgreSQL:
+        from the table's sequence, so nodes appending at once never collide."""
+        if self.postgres:
+            return [r[0] for r in self.conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, ?)", (count,))]
+        first = (self.conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
+        return list(range(first, first + count))
+
+    def _lock_control_ids(self, messages: list[InboundMessage]) -> None:
+        """PostgreSQL: nodes append at once, so the duplicate check takes a transaction lock per
+        (sender, control id), in one order (no deadlock): the same message sent to two nodes is
+        stored once as the original and once as its duplicate, never twice as an original."""
+        keys = sorted({int.from_bytes(hashlib.blake2b(f"{m.sender}|{m.control_id}".encode(), digest_size=8).digest(),
+                                      "big", signed=True)
+                       for m in messages if m.status == "received" and m.control_id})
+        if keys:
+            self.conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(? AS BIGINT[])) AS k",
+                              ("{" + ",".join(map(str, keys)) + "}",))
+
     def _accepted_with_same_control_ids(self, messages: list[InboundMessage]) -> dict[tuple, list[tuple]]:
         """(sender, control id) -> [(id, content hash)] of accepted originals inside the duplicate window."""
         wanted = {(m.sender, m.control_id) for m in messages if m.status == "received" and m.control_id}
@@ -315,11 +311,11 @@ class Journal:
         if not wanted:
             return found
         cutoff = (datetime.now(timezone.utc) - self.duplicate_window).isoformat(timespec="microseconds")
-        control_ids = json.dumps(sorted({cid for _, cid in wanted}))
+        among, control_ids = backend.any_of(self.conn, sorted({cid for _, cid in wanted}))
         for message_id, sender, control_id, content_hash in self.conn.execute(
-                "SELECT id, sender, control_id, content_hash FROM messages "
-                "WHERE control_id IN (SELECT value FROM json_each(?)) AND received_at>=? "
-                "AND duplicate_of IS NULL AND status!='error' ORDER BY id", (control_ids, cutoff)):
+                f"SELECT id, sender, control_id, content_hash FROM messages "
+                f"WHERE control_id {among} AND received_at>=? "
+                f"AND duplicate_of IS NULL AND status!='error' ORDER BY id", (control_ids, cutoff)):
             if (sender, control_id) in wanted:
                 found.setdefault((sender, control_id), []).append((message_id, content_hash))
         return found
@@ -378,8 +374,9 @@ class Journal:
             where.append("channel=?")
             args.append(channel)
         if message_ids is not None:
-            where.append("id IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(message_ids))
+            among, ids = backend.any_of(self.conn, message_ids)
+            where.append(f"id {among}")
+            args.append(ids)
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             count = self.conn.execute(f"UPDATE messages SET status='received', updated_at=? WHERE "

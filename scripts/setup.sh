@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the engine and its tests need, and only what is missing:
 #   system packages (apt-get): tesseract-ocr, poppler-utils, chromium (browser tests),
-#   fonts-liberation and fonts-dejavu-core (the synthetic fax corpus)
+#   fonts-liberation and fonts-dejavu-core (the synthetic fax corpus),
+#   postgresql (the second store backend; tests start a throwaway cluster) and haproxy (the multi-node test)
 #   .venv/ in the repo root with the pinned Python packages of requirements.txt
 # Safe to run again: each step checks first. Output goes to stderr.
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] || missing+=(fonts-liberation)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -95,7 +95,7 @@ class EngineThread:
 
     def journal(self):
         from engine.store import Journal
-        return Journal(self.config.sqlite_path, readonly=True)
+        return Journal(self.config.store_location, readonly=True)
 
     def wait_processed(self, timeout: float = 20.0) -> None:
         """Until no message is left in status 'received'."""

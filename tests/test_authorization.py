@@ -82,7 +82,7 @@ def test_auth_required_referral_278_pending_then_approved_then_ready(tmp_path, p
     engine = EngineThread(load_config(path)).start()
     try:
         send_orders(engine.port, order("PEND0001"))
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: referral(db).get("authorization_status") == "pending", what="pended by the payer")
         r = referral(db)
         assert r["status"] == "auth_pending" and r["authorization_required"] == 1
@@ -120,7 +120,7 @@ def test_denial_opens_a_review_exception_and_tells_the_coordinator(tmp_path, pay
     engine = EngineThread(load_config(path)).start()
     try:
         send_orders(engine.port, order("W48213377", "ORD-APPROVED"), order("DENY0001", "ORD-DENIED"))
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: referral(db, 2).get("authorization_status") == "denied", what="denied")
         wait_until(lambda: referral(db, 1).get("status") == "ready", what="the other approved")
     finally:
@@ -166,7 +166,7 @@ def test_more_info_then_a_decision_by_phone_with_auth_set(tmp_path, payer):
     engine = EngineThread(load_config(path)).start()
     try:
         send_orders(engine.port, order("INFO0001"))
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: referral(db).get("authorization_status") == "more_info", what="more info")
         assert "needs more information" in referral(db)["next_action"]
         assert "send clinical notes" in referral(db)["next_action"]
@@ -193,7 +193,7 @@ def test_a_malformed_278_and_an_overdue_authorization(tmp_path, payer):
     engine = EngineThread(load_config(path)).start()
     try:
         send_orders(engine.port, order("BAD278Q"))
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: row(db, "SELECT 1 FROM review_exceptions WHERE referral_id=1"), what="exception")
     finally:
         engine.stop()
@@ -220,7 +220,7 @@ def test_pas_bundle_export_validates_with_fhir_resources(tmp_path):
     engine = EngineThread(load_config(path)).start()       # the payer is down: the bundle needs no answer
     try:
         send_orders(engine.port, order())
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: referral(db).get("status") == "auth_pending", what="auth pending")
     finally:
         engine.stop()

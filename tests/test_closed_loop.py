@@ -94,7 +94,7 @@ def test_workflow_1_closes_the_loop_over_real_mllp(tmp_path):
         try:
             send_all(engine.port, STORY)
             received = ehr.wait_for(4, timeout=30)
-            db = engine.config.sqlite_path
+            db = engine.config.store_location
             wait_until(lambda: referral(db)["status"] == "closed", what="closed")
             r = referral(db)
         finally:
@@ -120,7 +120,7 @@ def test_a_destination_down_queues_in_order_and_delivers_when_back(tmp_path):
         engine = EngineThread(load_config(loop_config(tmp_path, ehr.port))).start()
         try:
             send_all(engine.port, STORY)
-            db = engine.config.sqlite_path
+            db = engine.config.store_location
             wait_until(lambda: len(referral(db)["outbound"]) == 4, what="4 queued")
             time.sleep(0.5)                         # several failed attempts
             r = referral(db)
@@ -143,7 +143,7 @@ def test_restart_mid_queue_delivers_each_message_with_its_control_id(tmp_path):
         path = loop_config(tmp_path, ehr.port)
         engine = EngineThread(load_config(path)).start()
         send_all(engine.port, STORY[:3])
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: len(referral(db)["outbound"]) == 2, what="2 queued")
         engine.stop()
         queued = [o["control_id"] for o in referral(db)["outbound"]]
@@ -165,7 +165,7 @@ def test_a_rejected_message_goes_dead_and_the_coordinator_sees_it_then_resend(tm
         try:
             send_all(engine.port, STORY[:3])
             ehr.wait_for(2, timeout=30)
-            db = engine.config.sqlite_path
+            db = engine.config.store_location
             wait_until(lambda: [o["status"] for o in referral(db)["outbound"]] == ["dead", "sent"], what="dead+sent")
             r = referral(db)
             assert "AR" in r["outbound"][0]["last_error"] and "unknown patient" in r["outbound"][0]["last_error"]
@@ -206,7 +206,7 @@ def test_a_fax_only_referrer_gets_the_consult_note_as_a_pdf_in_the_fax_outbox(tm
         engine = EngineThread(load_config(loop_config(tmp_path, ehr.port, extra_rules=FAX_RULES))).start()
         try:
             send_all(engine.port, STORY[:1])
-            db = engine.config.sqlite_path
+            db = engine.config.store_location
             wait_until(lambda: referral(db)["status"] == "ready", what="referral")
             # the referral came by fax: the referring practice is known only by its fax number
             with sqlite3.connect(db) as conn:
@@ -247,7 +247,7 @@ def test_a_patient_reminder_reaches_a_real_smtp_server_and_the_timeline(tmp_path
         engine = EngineThread(load_config(path)).start()
         try:
             send_all(engine.port, ["ORM_O01_v2.5.1_bench25.hl7", "SIU_S12_v2.5.1.hl7", "ADT_A08_v2.5.1.hl7"])
-            db = engine.config.sqlite_path
+            db = engine.config.store_location
             wait_until(lambda: referral(db)["status"] == "scheduled", what="scheduled")
             import subprocess
             import sys
@@ -279,7 +279,7 @@ def test_a_coordinators_decision_reaches_the_rules_a_return_referral_goes_back(t
         engine = EngineThread(load_config(loop_config(tmp_path, ehr.port, extra_rules=rule))).start()
         try:
             send_all(engine.port, STORY[:1])
-            db = engine.config.sqlite_path
+            db = engine.config.store_location
             wait_until(lambda: referral(db)["status"] == "ready", what="referral")
             conn = sqlite3.connect(db, isolation_level=None)
             conn.row_factory = sqlite3.Row

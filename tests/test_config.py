@@ -264,7 +264,7 @@ data_dir: data
     base = folder.resolve()
     assert config.data_dir == base / "data"
     assert config.store.url == f"sqlite:///{base}/var/engine.db"
-    assert config.sqlite_path == base / "var" / "engine.db"
+    assert config.store_location == base / "var" / "engine.db"
     assert config.logging.file == base / "logs" / "engine.log"
     assert config.channels[0].transformer.mappings == base / "mappings"
     assert config.channels[0].destinations[0].directory == base / ".." / "archive"
@@ -304,14 +304,14 @@ def test_check_config_accepts_the_default_config():
     assert result.stdout.startswith("config.yaml: OK (2 channels;")
 
 
-def test_a_postgresql_store_is_refused_at_start_with_the_reason():
+def test_an_unreachable_postgresql_store_stops_the_start_with_the_reason():
     import os
     import subprocess
-    env = {**os.environ, "ENGINE_STORE_URL": "postgresql://engine:secret@db/engine"}
+    env = {**os.environ, "ENGINE_STORE_URL": "postgresql://engine:secret@db.invalid/engine"}
     result = subprocess.run([sys.executable, "run_engine.py", "run"], capture_output=True, text=True, env=env,
                             timeout=120, cwd=REPO)
     assert result.returncode == 2
-    assert "store.url" in result.stderr and "PostgreSQL is not supported by this release" in result.stderr
+    assert "postgresql://db.invalid/engine: cannot open the store" in result.stderr
     assert "secret" not in result.stderr                      # credentials stay out of the message
 
 

@@ -68,7 +68,7 @@ def test_kill_9_during_load_loses_and_duplicates_nothing_that_was_acked(engine_p
         for cid in sent_unacked:
             worker, n = cid[1:].split("-")
             assert msa(client.send(orm(int(worker) * 1_000_000 + int(n), cid)))[0] == "AA"
-    journal = Journal(restarted.config.sqlite_path, readonly=True)
+    journal = Journal(restarted.config.store_location, readonly=True)
     deadline = time.monotonic() + 60
     while journal.counts().get("received") and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -186,7 +186,7 @@ def test_referral_in_270_out_271_back_eligibility_recorded(tmp_path, payer):
     engine = EngineThread(load_config(path)).start()
     try:
         send_orders(engine.port, order())
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: referral(db).get("coverage_status") == "active", what="coverage recorded")
     finally:
         engine.stop()
@@ -219,7 +219,7 @@ def test_inactive_coverage_makes_the_referral_incomplete_with_the_reason(tmp_pat
         b"CMH94317", b"ACME01")
     try:
         send_orders(engine.port, order("INACT0042"), unknown)
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: referral(db).get("status") == "incomplete", what="incomplete")
         wait_until(lambda: referral(db, 2).get("status") == "ready", what="the other referral")
     finally:
@@ -239,7 +239,7 @@ def test_inactive_coverage_makes_the_referral_incomplete_with_the_reason(tmp_pat
 def test_a_new_member_id_asks_again_and_active_coverage_makes_it_ready(tmp_path, payer):
     engine = EngineThread(load_config(payer_config(tmp_path, payer.url))).start()
     try:
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         send_orders(engine.port, order("INACT0042"))
         wait_until(lambda: referral(db).get("status") == "incomplete", what="incomplete")
         # the practice sends the corrected insurance: an order update for the same order number
@@ -259,7 +259,7 @@ def test_payer_unreachable_is_retried_and_the_referral_visibly_waits(tmp_path):
     engine = EngineThread(load_config(payer_config(tmp_path, f"http://127.0.0.1:{port}/x12"))).start()
     try:
         send_orders(engine.port, order())
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: (row(db, "SELECT attempts FROM outbound WHERE message_type='x12_270'") or
                             {}).get("attempts", 0) >= 3, what="several attempts")
         r = referral(db)
@@ -283,7 +283,7 @@ def test_a_malformed_271_is_kept_with_a_clear_error_and_a_review_exception(tmp_p
     engine = EngineThread(load_config(payer_config(tmp_path, payer.url))).start()
     try:
         send_orders(engine.port, order("BAD271A"))
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_until(lambda: row(db, "SELECT 1 FROM review_exceptions WHERE referral_id=1"), what="exception")
     finally:
         engine.stop()

@@ -274,7 +274,7 @@ def test_stop_drains_in_flight_messages(make_engine):
         pass
     client.close()
     from engine.store import Journal
-    journal = Journal(engine.config.sqlite_path, readonly=True)
+    journal = Journal(engine.config.store_location, readonly=True)
     stored = {r["control_id"] for r in journal.search(limit=1000)}
     assert set(acked) <= stored and len(acked) >= 5
 

@@ -89,7 +89,7 @@ def test_referral_in_270_file_out_271_file_back_eligibility_recorded(tmp_path):
     house = Clearinghouse(config)
     engine = EngineThread(config).start()
     try:
-        db = config.sqlite_path
+        db = config.store_location
         send_orders(engine.port, order())
         wait_until(lambda: list(house.outbox.glob("*.x12")), what="the 270 file")
         # the file written is `sent`; the request waits, visibly, for the answer file
@@ -128,7 +128,7 @@ def test_auth_required_referral_278_file_approved_then_ready(tmp_path):
     house = Clearinghouse(config)
     engine = EngineThread(config).start()
     try:
-        db = config.sqlite_path
+        db = config.store_location
         send_orders(engine.port, order())
         wait_until(lambda: house.answer_all() == ["270"], what="the 270 answered")
         wait_until(lambda: referral(db).get("authorization_status") == "requested", what="the 278 queued")
@@ -152,7 +152,7 @@ def test_garbage_unknown_trace_and_malformed_answers_go_to_error_with_reasons(tm
     house = Clearinghouse(config)
     engine = EngineThread(config).start()
     try:
-        db = config.sqlite_path
+        db = config.store_location
         send_orders(engine.port, order("BAD271A"), order(placer="ORD-2"))
         wait_until(lambda: len(list(house.outbox.glob("*.x12"))) == 2, what="two 270 files")
         house.drop("garbage.x12", b"%PDF-1.4 not an interchange\n")

@@ -388,7 +388,7 @@ def test_the_story_resent_and_replayed_changes_nothing(make_engine, tmp_path):
     journal = engine.journal()
     before = ReferralStore(journal.conn).timeline(1)
     send_samples(engine, CARDIOLOGY_STORY[:3])                      # resent: duplicates, not processed
-    writer = Journal(engine.config.sqlite_path)
+    writer = Journal(engine.config.store_location)
     assert writer.requeue() == 3                                     # replay through the current mappings
     writer.close()
     engine.wait_processed()
@@ -485,7 +485,7 @@ def test_an_appointment_before_its_order_waits_unmatched_until_linked(make_engin
         assert waiting["candidates"] == [] and waiting["event"] == "appointment.booked"
         [referral] = store.search()
         assert referral["status"] == "ready"
-        writer = Journal(engine.config.sqlite_path)
+        writer = Journal(engine.config.store_location)
         assert writer.link(waiting["message_id"], referral["id"]) is None
         writer.close()
         engine.wait_processed()

@@ -169,7 +169,7 @@ outreach:
     try:
         with MLLPClient("127.0.0.1", engine.port) as client:
             assert msa(client.send(sample("ORM_O01_v2.5.1_bench25.hl7").replace(b"\n", b"\r")))[0] in ("AA", "CA")
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with sqlite3.connect(db) as conn:

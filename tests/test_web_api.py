@@ -27,7 +27,7 @@ def config(tmp_path_factory):
     data = tmp_path_factory.mktemp("web")
     cfg = load_config(REPO / "config.yaml", env={"ENGINE_DATA_DIR": str(data)})
     seed(cfg, referrals=6)
-    conn = sqlite3.connect(cfg.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(cfg.store_location, isolation_level=None)
     for name, role in (("ada", "admin"), ("ana", "analyst"), ("cora", "coordinator"), ("vic", "viewer")):
         users.add(conn, name, role, PASSWORD)
     conn.close()
@@ -40,7 +40,7 @@ def app(config):
 
 
 def conn_of(config) -> sqlite3.Connection:
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -59,7 +59,7 @@ def csrf_of(client: TestClient, path: str = "/channels") -> str:
 
 
 def token_for(config, name: str) -> dict:
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     try:
         return {"Authorization": f"Bearer {users.create_token(conn, name, 'test')}"}
     finally:
@@ -140,7 +140,7 @@ def test_login_form_needs_its_csrf_cookie(app):
 
 
 def test_wrong_passwords_lock_the_account(app, config):
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     users.add(conn, "lockme", "viewer", PASSWORD)
     conn.close()
     for attempt in range(config.web.lockout_attempts):
@@ -151,7 +151,7 @@ def test_wrong_passwords_lock_the_account(app, config):
     failures = audit_rows(config, user="lockme")
     assert [a["action"] for a in failures].count("login_failed:bad_credentials") == config.web.lockout_attempts - 1
     assert failures[-1]["action"] == "login_failed:locked"
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     users.set_password(conn, "lockme", PASSWORD + "2")                 # an admin resets: unlocked
     conn.close()
     assert login(app, "lockme", PASSWORD + "2").last_login.status_code == 303
@@ -165,19 +165,19 @@ def test_unknown_user_and_wrong_password_look_the_same(app):
 
 
 def test_password_change_and_disable_end_sessions_and_tokens(app, config):
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     users.add(conn, "temp", "analyst", PASSWORD)
     conn.close()
     client = login(app, "temp")
     headers = token_for(config, "temp")
     assert client.get("/channels").status_code == 200
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     users.set_password(conn, "temp", PASSWORD + "!")
     conn.close()
     assert client.get("/channels").status_code == 303                   # old session ended
     api = TestClient(app, client=LOOPBACK)
     assert api.get("/api/me", headers=headers).json()["role"] == "analyst"
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     users.disable(conn, "temp")
     conn.close()
     assert api.get("/api/me", headers=headers).status_code == 401       # token revoked
@@ -405,7 +405,7 @@ def test_api_docs_need_login(app):
 
 def test_user_cli_add_token_disable(config, app, tmp_path):
     env_config = tmp_path / "config.yaml"
-    env_config.write_text(f"data_dir: {config.data_dir}\nstore:\n  url: sqlite:///{config.sqlite_path}\n")
+    env_config.write_text(f"data_dir: {config.data_dir}\nstore:\n  url: sqlite:///{config.store_location}\n")
     run = lambda *args, stdin="": subprocess.run(   # noqa: E731
         [sys.executable, str(REPO / "run_engine.py"), "user", *args, "--config", str(env_config)],
         input=stdin, capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -447,7 +447,7 @@ def file_fax(config, tmp_path, name: str, family: str) -> int:
                                  "patient_mrn": 0.9, "insurance_payer": 0.9, "insurance_member_id": 0.9,
                                  "referring_provider_npi": 0.95, "urgency": 0.9, "diagnosis_codes": 0.9,
                                  "patient_sex": 0.9}, "pages": 1, "ocr_text": f"REFERRAL Patient: {family}"}
-    conn = sqlite3.connect(config.sqlite_path, isolation_level=None)
+    conn = sqlite3.connect(config.store_location, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("BEGIN IMMEDIATE")
     filed = commit_fax(conn, FaxResult("fax_inbox", f"{name}.pdf", f"sha-{name}", "2026-11-23T10:00:00+00:00",

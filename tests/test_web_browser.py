@@ -112,7 +112,7 @@ outreach:
                 assert msa(client.send(orm))[0] in ("AA", "CA")   # CA: MSH-15 asks for enhanced mode
             for i in (0, 2):
                 assert msa(client.send(order(i)[1]))[0] in ("AA", "CA")
-        db = engine.config.sqlite_path
+        db = engine.config.store_location
         wait_for(lambda: sqlite3.connect(db).execute(
             "SELECT count(*) FROM messages WHERE status='transformed'").fetchone()[0] == 6)
         yield engine, base, mllp_port, db

@@ -1,13 +1,17 @@
 """Generate a seeded corpus of synthetic referral faxes with ground truth.
 
     python -m bench.fax_corpus.generate --seed 7 --count 60 --out /tmp/faxes
-    python bench/fax_corpus/generate.py --seed 7 --count 60 --out /tmp/faxes [--split train|holdout|all]
+    python bench/fax_corpus/generate.py --seed 7 --count 60 --out /tmp/faxes [--split train|holdout|all|extra]
 
 Writes NAME.{pdf,tif,png,jpg} with NAME.json beside it (the DESIGN.md extract
 contract; null where the document does not say) and manifest.json listing every
 file's layout, split, format and pages. The same seed and count give byte-identical
 files. File names say nothing about the layout, so an extractor cannot
 cheat by name.
+
+Splits: `train` (layouts.py), `holdout` (layouts_holdout.py, never read by extractor
+authors), `all` = train + holdout (as it always was, so old seeds give the same bytes),
+and `extra` (layouts_extra.py: more training-side layouts, only when asked for).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):   # run as a script: make `bench.fax_corpus` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.fax_corpus import layouts, layouts_holdout  # noqa: E402
+from bench.fax_corpus import layouts, layouts_extra, layouts_holdout  # noqa: E402
 from bench.fax_corpus.canvas import FIXED_DATE, render_pdf  # noqa: E402
 from bench.fax_corpus.degrade import add_header, fax_header, faxed  # noqa: E402
 from bench.fax_corpus.record import make_referral  # noqa: E402
@@ -35,7 +39,13 @@ FAX_FINE, FAX_STANDARD = (204, 196), (204, 98)
 def all_layouts() -> dict[str, tuple[str, object]]:
     out = {name: ("train", fn) for name, fn in layouts.LAYOUTS.items()}
     out.update({name: ("holdout", fn) for name, fn in layouts_holdout.LAYOUTS.items()})
+    out.update({name: ("extra", fn) for name, fn in layouts_extra.LAYOUTS.items()})
     return out
+
+
+def _in_split(layout_split: str, split: str) -> bool:
+    # "all" keeps its old meaning (train + holdout): extra layouts join only when asked for
+    return layout_split == split or (split == "all" and layout_split != "extra")
 
 
 def write_document(rng: random.Random, layout_fn, fmt: str, base: Path) -> tuple[dict, str, int, str]:
@@ -88,9 +98,9 @@ def _image_pdf(imgs, path: Path) -> None:
 
 def generate(seed: int, count: int, out: Path, split: str = "all", formats: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
-    table = {k: v for k, v in all_layouts().items() if split == "all" or v[0] == split}
+    table = {k: v for k, v in all_layouts().items() if _in_split(v[0], split)}
     if not table:
-        raise ValueError(f"no layouts for split {split!r} (valid: all, train, holdout)")
+        raise ValueError(f"no layouts for split {split!r} (valid: all, train, holdout, extra)")
     rng = random.Random(seed)
     names = sorted(table)
     order: list[str] = []
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--count", type=int, default=24)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--split", choices=["all", "train", "holdout"], default="all")
+    ap.add_argument("--split", choices=["all", "train", "holdout", "extra"], default="all")
     ap.add_argument("--formats", help="comma-separated subset of " + ",".join(FORMATS))
     a = ap.parse_args(argv)
     fmts = a.formats.split(",") if a.formats else None

@@ -33,6 +33,7 @@ from channels.fax.completeness import SIDECAR_SUFFIX, InboxTracker
 from channels.fax.worker import init_worker, read_for_channel
 from engine.config import Channel, FaxFolderSource, ReferralsConfig
 from engine.fax_intake import FaxResult, Filed, commit_fax, filed_ok
+from engine.db import is_postgres
 from engine.store import WriterTask, connect
 
 log = logging.getLogger("channels.fax")
@@ -240,7 +241,7 @@ class FaxFolderChannel:
 
     def _known(self, sha256: str, file_name: str, recovered: bool) -> bool:
         """True when the store already filed this content (then there is nothing to read)."""
-        if not self.store_path.exists():
+        if not is_postgres(self.store_path) and not Path(self.store_path).exists():
             return False
         conn = connect(self.store_path, readonly=True)
         try:

@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from engine.config import EngineConfig
+from engine.db import store_errors
 from engine.store import connect, migrate
 from engine.web import audit, users
 from engine.web.auth import (LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginRequired, Principal, Sessions, forbid,
@@ -37,7 +38,7 @@ class Web:
 
     def __init__(self, config: EngineConfig):
         self.config = config
-        self.db_path = config.sqlite_path
+        self.db_path = config.store_location
         web = config.web
         self.sessions = Sessions(load_secret(config.data_dir), web.session_hours * 3600, web.cookie_secure)
         self._local = threading.local()
@@ -137,7 +138,7 @@ def create_app(config: EngineConfig) -> FastAPI:
     def health():
         try:
             web.conn().execute("SELECT 1 FROM messages LIMIT 1").fetchall()
-        except sqlite3.Error as exc:
+        except store_errors() as exc:
             return JSONResponse({"status": "error", "store": type(exc).__name__}, status_code=503)
         return {"status": "ok"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from engine.db import store_errors
 from engine.store import now_iso, write_transaction
 
 
@@ -13,7 +14,7 @@ def paused(conn: sqlite3.Connection) -> set[str]:
     """Names of paused channels; empty when the table does not exist yet (a store before migration 6)."""
     try:
         return {r[0] for r in conn.execute("SELECT channel FROM channel_state WHERE paused=1")}
-    except sqlite3.OperationalError:
+    except store_errors():
         return set()
 
 

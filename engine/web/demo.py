@@ -38,8 +38,8 @@ def order(i: int) -> tuple[bytes, bytes]:
 
 def seed(config: EngineConfig, referrals: int = 8, booked_every: int = 2, channel: str = "ehr_inbound") -> None:
     """`referrals` orders, every `booked_every`-th one booked; all processed to the end."""
-    journal = Journal(config.sqlite_path, config.store.synchronous, referral_rules=config.referrals)
-    reader = Journal(config.sqlite_path, readonly=True)
+    journal = Journal(config.store_location, config.store.synchronous, referral_rules=config.referrals)
+    reader = Journal(config.store_location, readonly=True)
     try:
         raws = []
         for i in range(referrals):

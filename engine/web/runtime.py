@@ -12,6 +12,7 @@ import logging
 import sqlite3
 
 from engine.config import EngineConfig
+from engine.db import store_errors
 from engine.store import StoreError, connect
 from engine.web.channel_state import paused
 
@@ -29,7 +30,7 @@ class WebSide:
             self.metrics = EngineMetrics.start(config.data_dir)
         self._conn: sqlite3.Connection | None = None
         try:
-            self._conn = connect(config.sqlite_path, readonly=True)
+            self._conn = connect(config.store_location, readonly=True)
         except StoreError:
             pass
         self.paused: set[str] = paused(self._conn) if self._conn is not None else set()
@@ -69,7 +70,7 @@ class WebSide:
                 self.server.start()
             try:
                 wanted = paused(self._conn)
-            except sqlite3.Error:
+            except store_errors():
                 log.warning("cannot read channel state; trying again", exc_info=True)
                 continue
             for listener in self.listeners:
