@@ -1,4 +1,10 @@
-"""Shared fixtures: a real engine on loopback with a real SQLite file in a temp folder.
+"""Shared fixtures: a real engine on loopback with a real store: a SQLite file in a temp folder, and
+the same test again on a fresh database of a throwaway PostgreSQL cluster (tests/pg.py).
+
+Every test touching the store runs on both backends: ids end in [sqlite] / [postgresql]. A test
+touches the store when it uses `engine`, `make_engine`, `engine_process` or `store_url`, or its
+module is marked `pytestmark = pytest.mark.store`. `--backends sqlite` (or ENGINE_TEST_BACKENDS)
+runs one of them only.
 
 `engine` runs the daemon's Engine in a background thread with its own event
 loop (fast to start; the processor runs in a thread). `engine_process` starts
@@ -12,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +29,78 @@ from engine.config import EngineConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_messages"
+
+
+BACKENDS = ("sqlite", "postgresql")
+STORE_FIXTURES = {"engine", "make_engine", "engine_process", "store_url"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backends", default=os.environ.get("ENGINE_TEST_BACKENDS", ",".join(BACKENDS)),
+                     help="store backends to run the store tests on: sqlite,postgresql (default both)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "store: the test uses the store; it runs on every backend")
+    config.addinivalue_line("markers", "sqlite_only: about SQLite itself (WAL, the file); not run on postgresql")
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = set(config.getoption("--backends").split(","))
+    unknown = wanted - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"--backends: unknown {sorted(unknown)}; valid: {', '.join(BACKENDS)}")
+    keep, drop = [], []
+    for item in items:
+        param = getattr(getattr(item, "callspec", None), "params", {}).get("backend_name", "sqlite")
+        uses_store = item.get_closest_marker("store") is not None or bool(STORE_FIXTURES & set(item.fixturenames))
+        uses_store = uses_store and item.get_closest_marker("sqlite_only") is None
+        (keep if param in wanted and (param == "sqlite" or uses_store) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    from tests.pg import PostgresCluster
+    cluster = PostgresCluster.start(Path(tempfile.mkdtemp(prefix="engine-pg-")))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS, autouse=True)
+def backend_name(request) -> str:
+    """Module-scoped, so a module's tests run on one backend, then on the other (module fixtures such
+    as a shared running engine can ask for it)."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def backend(backend_name, request, monkeypatch):
+    """The store backend of this run of the test: None (SQLite, the config's file) or a fresh, empty
+    PostgreSQL database's URL, also set as ENGINE_STORE_URL for the configs the test writes."""
+    if backend_name == "sqlite":
+        monkeypatch.delenv("ENGINE_STORE_URL", raising=False)
+        yield None
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    monkeypatch.setenv("ENGINE_STORE_URL", url)
+    yield url
+    cluster.drop_database(url)
+
+
+@pytest.fixture
+def store_url(backend, tmp_path):
+    """Where a test's own store lives: tmp_path/e.db, or the PostgreSQL database of this run."""
+    return backend or tmp_path / "e.db"
+
+
+def open_store(location):
+    """A plain connection to a test's store, either backend (engine.db.connect)."""
+    from engine.db import connect
+    return connect(location)
 
 
 def wait_until(predicate, timeout: float = 20.0, what: str = "condition", step: float = 0.05):
@@ -48,7 +127,7 @@ def write_config(tmp_path: Path, channel_extra: str = "", store_extra: str = "",
     path.write_text(f"""
 data_dir: ./var
 store:
-  url: sqlite:///./var/engine.db
+  url: ${{ENGINE_STORE_URL:-sqlite:///./var/engine.db}}
 {store_extra}
 logging:
   level: ${{LOG_LEVEL:-DEBUG}}

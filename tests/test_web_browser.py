@@ -61,7 +61,7 @@ def running(tmp_path_factory):
     path.write_text(f"""
 data_dir: ./var
 store:
-  url: sqlite:///./var/engine.db
+  url: ${{ENGINE_STORE_URL:-sqlite:///./var/engine.db}}
 logging:
   level: INFO
   format: json
