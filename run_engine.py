@@ -95,7 +95,8 @@ def check_config(config: Path = ConfigOption) -> None:
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(2)
-    typer.echo(f"{config}: OK ({len(cfg.channels)} channels; store {cfg.store.url})")
+    from engine.db import describe       # a PostgreSQL URL without its password
+    typer.echo(f"{config}: OK ({len(cfg.channels)} channels; store {describe(cfg.store_location)})")
 
 
 @app.command()
@@ -311,11 +312,10 @@ def _referral_store(config: EngineConfig):
     from engine.referral_store import ReferralStore
     journal = _journal(config)
     from engine.store import SCHEMA_VERSION
-    from engine.db import schema_version
+    from engine.db import describe, schema_version
     if schema_version(journal.conn) < SCHEMA_VERSION:
-        typer.echo(f"{config.store_location}: the store predates this release's referral tables; start the engine "
-                   f"once to upgrade it",
-                   err=True)
+        typer.echo(f"{describe(config.store_location)}: the store predates this release's referral tables; "
+                   f"start the engine once to upgrade it", err=True)
         raise typer.Exit(2)
     return ReferralStore(journal.conn)
 

@@ -163,9 +163,9 @@ class Authorizations:
         service = referral.get("service_code") or referral.get("service_text") or referral.get("specialty")
         auth_id = conn.execute(
             "INSERT INTO authorizations (referral_id, payer, payer_id, service, service_type, documents, status, "
-            "requested_at, due_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "requested_at, due_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (referral_id, payer.name, payer.payer_id, service, rule.service_type, json.dumps(rule.documents),
-             "requested", at, due, at)).lastrowid
+             "requested", at, due, at)).fetchone()[0]
         trace = f"RA{referral_id}-{auth_id}"
         conn.execute("UPDATE authorizations SET trace=? WHERE id=?", (trace, auth_id))
         outbound_id = self._send(conn, referral, payer, rule, auth_id, trace, at, dedupe=f"278:{auth_id}:0",
@@ -184,9 +184,9 @@ class Authorizations:
               at: str, *, dedupe: str, cause: str, due: str | None = None) -> int | None:
         request_id = conn.execute(
             "INSERT INTO payer_requests (referral_id, kind, authorization_id, trace, payer, payer_id, member_id, "
-            "service_type, status, asked_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "service_type, status, asked_at) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (referral["id"], "authorization", auth_id, trace, payer.name, payer.payer_id, referral.get("member_id"),
-             rule.service_type, "asked", at)).lastrowid
+             rule.service_type, "asked", at)).fetchone()[0]
         diagnoses = [r[0] for r in conn.execute("SELECT code FROM diagnoses WHERE referral_id=? ORDER BY id",
                                                 (referral["id"],))]
         payload = request_278(referral, payer, rule, diagnoses, submitter_id=self.cfg.submitter_id,
@@ -291,8 +291,9 @@ class Authorizations:
         if auth is None:
             auth_id = conn.execute(
                 "INSERT INTO authorizations (referral_id, payer, service, status, requested_at, updated_at) "
-                "VALUES (?,?,?,?,?,?)", (referral_id, referral.get("payer"), referral.get("service_code") or
-                                         referral.get("specialty"), "requested", at, at)).lastrowid
+                "VALUES (?,?,?,?,?,?) RETURNING id", (referral_id, referral.get("payer"), referral.get("service_code")
+                                                      or referral.get("specialty"), "requested", at, at)
+            ).fetchone()[0]
             store.update(referral_id, {"authorization_required": 1}, at)
         else:
             auth_id = auth[0]

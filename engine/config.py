@@ -236,6 +236,8 @@ class StoreConfig(_Strict):
     synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
     duplicate_window_hours: float = Field(default=168.0, ge=0)
     group_commit_max: int = Field(default=512, ge=1, le=100_000)
+    node: str | None = Field(default=None, description="this engine's name among the nodes sharing a PostgreSQL "
+                             "store (claims and leases); default: host name + data folder")
 
     @field_validator("synchronous", mode="before")
     @classmethod
@@ -279,6 +281,8 @@ class ProcessingConfig(_Strict):
         default="process", description="process: a worker process at lower priority, so parsing never slows ACKs")
     batch_size: int = Field(default=200, ge=1, le=10_000)
     nice: int = Field(default=5, ge=0, le=19)
+    lease_seconds: float = Field(default=60.0, gt=0, description="PostgreSQL, several nodes: how long a node's claim "
+                                 "on a batch of messages holds; a dead node's batch is taken over after it")
 
 
 # ---- referrals: completeness, routing, matching -----------------------------
@@ -355,6 +359,8 @@ class OutboundConfig(_Strict):
     backoff_seconds: float = Field(default=2.0, gt=0)
     max_backoff_seconds: float = Field(default=900.0, gt=0)
     batch_size: int = Field(default=64, ge=1, le=10_000)
+    lease_seconds: float = Field(default=300.0, gt=0, description="how long a node's claim on a batch of rows "
+                                 "holds; a dead node's rows are sent by another node after it")
     templates: Path = Path("./mappings/outbound")
     rules: list[OutboundRule] = Field(default_factory=list)
 
@@ -563,6 +569,15 @@ class EngineConfig(_Strict):
             if channel.name == name:
                 return channel
         raise KeyError(name)
+
+    @property
+    def node_name(self) -> str:
+        """This engine among the nodes sharing a store: store.node, or host name + a tag of the data folder."""
+        if self.store.node:
+            return self.store.node
+        import hashlib
+        import socket
+        return f"{socket.gethostname()}:{hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:8]}"
 
     @property
     def store_location(self) -> Path | str:

@@ -2,9 +2,9 @@
 resolves a review exception. Each action is one short write transaction; each leaves a row saying who.
 
 Single-writer discipline (the same as `Journal.link` / `Journal.requeue`, which the CLI uses while the
-daemon runs): the action opens `BEGIN IMMEDIATE` on its own connection, which takes SQLite's write lock
-at once or waits for it (`busy_timeout`, 30 s, set by `engine.store.connect`) while the daemon's
-group-commit writer finishes its batch. Reading the current status *inside* that transaction means no
+daemon runs): the action opens `BEGIN IMMEDIATE` on its own connection (`engine.db.connect`, either
+backend), which takes the store's write lock (SQLite's, or PostgreSQL's advisory WRITE_LOCK) at once or
+waits for it (SQLite's `busy_timeout`, 30 s) while the daemon's group-commit writer finishes its batch. Reading the current status *inside* that transaction means no
 message can change the referral between the check and the write, and the transaction is a handful of
 indexed statements, so the daemon's next commit (and the ACKs waiting on it) is delayed by
 microseconds, never by the user.
@@ -18,7 +18,6 @@ Errors, all raised before anything is written: `UnknownReferral`, `UnknownExcept
 """
 from __future__ import annotations
 
-import sqlite3
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from typing import Iterator
@@ -67,7 +66,7 @@ def parse_due(value: str | None) -> str | None:
 
 
 @contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[ReferralStore]:
+def _write(conn) -> Iterator[ReferralStore]:
     """One short write transaction (see the module docstring); rolled back on any error."""
     with write_transaction(conn):
         yield ReferralStore(conn)
@@ -80,7 +79,7 @@ def _referral(store: ReferralStore, referral_id: int) -> dict:
     return referral
 
 
-def assign(conn: sqlite3.Connection, referral_id: int, owner: str, by_user: str, at: str | None = None) -> dict:
+def assign(conn, referral_id: int, owner: str, by_user: str, at: str | None = None) -> dict:
     """Make `owner` the referral's owner. Returns the referral as now stored."""
     with _write(conn) as store:
         if not store.assign(referral_id, owner, by_user, at or now_iso()):
@@ -88,7 +87,7 @@ def assign(conn: sqlite3.Connection, referral_id: int, owner: str, by_user: str,
         return _referral(store, referral_id)
 
 
-def set_next_action(conn: sqlite3.Connection, referral_id: int, text: str, due: str | None, by_user: str,
+def set_next_action(conn, referral_id: int, text: str, due: str | None, by_user: str,
                     at: str | None = None) -> dict:
     """Set what happens next and by when (`due`: see `parse_due`). Returns the referral as now stored."""
     due = parse_due(due)
@@ -98,7 +97,7 @@ def set_next_action(conn: sqlite3.Connection, referral_id: int, text: str, due: 
         return _referral(store, referral_id)
 
 
-def set_status(conn: sqlite3.Connection, referral_id: int, to: str, by_user: str, reason: str | None,
+def set_status(conn, referral_id: int, to: str, by_user: str, reason: str | None,
                at: str | None = None) -> dict:
     """A coordinator's status change; raises ManualTransitionRefused (naming what is allowed) when the
     lifecycle does not allow it by hand. Returns the referral as now stored."""
@@ -111,7 +110,7 @@ def set_status(conn: sqlite3.Connection, referral_id: int, to: str, by_user: str
         return _referral(store, referral_id)
 
 
-def resolve_exception(conn: sqlite3.Connection, exception_id: int, by_user: str, note: str | None = None,
+def resolve_exception(conn, exception_id: int, by_user: str, note: str | None = None,
                       at: str | None = None) -> dict:
     """Mark a review exception resolved (the referral's status is unchanged: use `set_status` for that).
     Returns the exception row as now stored."""

@@ -27,7 +27,7 @@ from engine.rules import OutboundPlanner
 from engine.schedules import EngineScheduler
 from engine.templates import Templates
 from engine.group_commit import GroupCommitter
-from engine.processor import decide_batch, worker_decide_batch, worker_init
+from engine.processor import decide_batch, processing_journal, worker_decide_batch, worker_init
 from engine.db import describe
 from engine.store import Journal
 
@@ -79,7 +79,8 @@ class Engine:
         self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max)
         self.committer.start(asyncio.get_running_loop())
         self.delivery = DeliveryService(config, partial(self.committer.submit, background=True), planner=self.planner,
-                                        on_response=self.payer_desk.delivery_handlers if self.payer_desk else None)
+                                        on_response=self.payer_desk.delivery_handlers if self.payer_desk else None,
+                                        worker_id=config.node_name)
         await self.delivery.start()
         self.scheduler = EngineScheduler(self)
         self.scheduler.start()
@@ -156,7 +157,7 @@ class Engine:
                     initializer=worker_init, initargs=(self.config, processing.nice))
                 decide = partial(worker_decide_batch, processing.batch_size)
             else:
-                journal = Journal(self.config.store_location, readonly=True)
+                journal = processing_journal(self.config)
                 executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="processor")
                 decide = partial(decide_batch, journal, self.config, processing.batch_size)
             try:

@@ -37,6 +37,7 @@ Location = Union[Path, str]
 # pg_advisory_xact_lock keys ("REFW", "REFM"): the single-writer lock, and schema migrations
 WRITE_LOCK = 0x52454657
 MIGRATION_LOCK = 0x5245464D
+CLAIM_LOCK = 0x52454643          # "REFC": claims of journal messages by nodes
 
 
 class StoreError(RuntimeError):
@@ -126,13 +127,15 @@ def _row_factory(cursor):
     return lambda values: tuple.__new__(cls, values)
 
 
-_TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|%|\bNOT\s+LIKE\b|\bLIKE\b|\bCOLLATE\s+NOCASE\b", re.I)
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|%|\bNOT\s+LIKE\b|\bLIKE\b|\bCOLLATE\s+NOCASE\b"
+                     r"|\bINDEXED\s+BY\s+\w+", re.I)
 
 
 @lru_cache(maxsize=2048)
 def translate(sql: str, with_params: bool = True) -> str:
     """SQLite-dialect statement text -> psycopg's: `?` -> %s (and % -> %% when parameters follow),
-    LIKE -> ILIKE, COLLATE NOCASE dropped. Quoted strings and names are left as they are."""
+    LIKE -> ILIKE, COLLATE NOCASE and INDEXED BY (SQLite's index hint) dropped. Quoted strings and names
+    are left as they are."""
     def swap(m: re.Match) -> str:
         token = m.group(0)
         if token[0] in "'\"":
@@ -142,7 +145,7 @@ def translate(sql: str, with_params: bool = True) -> str:
         if token == "%":
             return "%%" if with_params else "%"
         upper = token.upper()
-        if upper.startswith("COLLATE"):
+        if upper.startswith(("COLLATE", "INDEXED")):
             return ""
         return "NOT ILIKE" if upper.startswith("NOT") else "ILIKE"
     return _TOKENS.sub(swap, sql)

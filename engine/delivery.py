@@ -147,7 +147,8 @@ class DeliveryService:
 
     def _claim(self, conn: sqlite3.Connection, name: str) -> tuple[list, str | None]:
         """The next batch, or ([], when to look again)."""
-        rows = outbound.claim_due(conn, name, limit=self.config.outbound.batch_size, worker=self.worker_id)
+        rows = outbound.claim_due(conn, name, limit=self.config.outbound.batch_size, worker=self.worker_id,
+                                  lease_seconds=self.config.outbound.lease_seconds)
         return (rows, None) if rows else ([], outbound.next_due(conn, name))
 
     async def _run(self, name: str) -> None:

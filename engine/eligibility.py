@@ -222,9 +222,9 @@ class Eligibility:
             return None
         request_id = conn.execute(
             "INSERT INTO payer_requests (referral_id, kind, payer, payer_id, member_id, service_type, status, "
-            "asked_at) VALUES (?,?,?,?,?,?,?,?)",
+            "asked_at) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
             (referral_id, "eligibility", payer.name, payer.payer_id, referral["member_id"], "30", "asked", at)
-        ).lastrowid
+        ).fetchone()[0]
         trace = f"RE{referral_id}-{request_id}"
         payload = inquiry_270(referral, payer, submitter_id=self.cfg.submitter_id,
                               provider_name=self.cfg.provider_name, provider_npi=self.cfg.provider_npi,

@@ -184,11 +184,12 @@ def commit_fax(conn: sqlite3.Connection, fax: FaxResult, rules: ReferralsConfig 
 
     extraction = {k: v for k, v in fax.extraction.items() if k != "ocr_text"}
     pages = int(extraction.get("pages") or 0) or None
+    # RETURNING, not lastrowid (SQLite only); the row is fetched before the next statement
     message_id = conn.execute(
         "INSERT INTO messages (channel, received_at, peer, raw, content_hash, status, message_type, updated_at) "
-        "VALUES (?,?,?,?,?,?,?,?)",
+        "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
         (fax.channel, fax.received_at, f"file:{fax.file_name}", json.dumps(extraction, sort_keys=True).encode(),
-         fax.sha256, "transformed", "FAX", at)).lastrowid
+         fax.sha256, "transformed", "FAX", at)).fetchone()[0]
     fax_id = _insert_fax(conn, fax, at, "received", message_id=message_id, pages=pages)
     store = ReferralStore(conn)
     mapped = to_mapped(extraction, fax.received_at)
@@ -243,10 +244,10 @@ def _insert_fax(conn: sqlite3.Connection, fax: FaxResult, at: str, status: str, 
     return conn.execute(
         "INSERT INTO faxes (channel, file_name, sha256, received_at, pages, status, extraction, ocr_text, "
         "pages_dir, referral_id, message_id, duplicate_of, error_reason, error, updated_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
         (fax.channel, fax.file_name, fax.sha256, fax.received_at, pages, status, extraction,
          (fax.extraction or {}).get("ocr_text"), fax.pages_dir, referral_id, message_id, duplicate_of,
-         fax.error_reason, fax.error, at)).lastrowid
+         fax.error_reason, fax.error, at)).fetchone()[0]
 
 
 def _finish(conn: sqlite3.Connection, fax_id: int, status: str, referral_id: int, at: str,

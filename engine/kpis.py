@@ -29,6 +29,8 @@ import sqlite3
 import statistics
 from datetime import date, datetime, timedelta, timezone
 
+from engine.db import columns, days_between, dialect
+
 WAITING = ("received", "needs_review", "incomplete", "ready", "auth_pending")   # no appointment yet
 AGE_BUCKETS = ((0, 3, "0-3 d"), (4, 7, "4-7 d"), (8, 14, "8-14 d"), (15, 30, "15-30 d"), (31, None, "> 30 d"))
 # Aging clocks per urgency (DESIGN.md): past the clock a waiting referral is late.
@@ -73,7 +75,12 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+    return column in columns(conn, table)
+
+
+def _kpi_index(conn) -> str:
+    """SQLite's planner is told to walk the covering period index; PostgreSQL picks it itself (no hint syntax)."""
+    return "INDEXED BY idx_referrals_kpi " if dialect(conn) == "sqlite" else ""
 
 
 def summary(conn: sqlite3.Connection, start: date, end: date) -> dict:
@@ -81,20 +88,19 @@ def summary(conn: sqlite3.Connection, start: date, end: date) -> dict:
     by_status: dict[str, int] = {}
     flagged = 0
     for status, n, risk in conn.execute(
-            "SELECT status, count(*), sum(leakage_risk AND status!='leaked') FROM referrals "
-            "INDEXED BY idx_referrals_kpi WHERE created_at>=? AND created_at<? GROUP BY status", (lo, hi)):
+            "SELECT status, count(*), count(*) FILTER (WHERE leakage_risk<>0 AND status<>'leaked') FROM referrals "
+            f"{_kpi_index(conn)}WHERE created_at>=? AND created_at<? GROUP BY status", (lo, hi)):
         by_status[status] = n
         flagged += risk or 0
     total = sum(by_status.values())
     completed, closed = by_status.get("completed", 0), by_status.get("closed", 0)
     to_appointment, to_visit = [], []
-    # Day differences in SQL (julianday reads ISO with offsets): no per-row parsing in Python.
+    # Day differences in SQL (both backends read ISO with offsets): no per-row parsing in Python.
+    first = "(SELECT min(at) FROM status_history h WHERE h.referral_id=r.id AND h.to_status='{}')"
     for scheduled, done in conn.execute(
-            "SELECT julianday((SELECT min(at) FROM status_history h WHERE h.referral_id=r.id AND "
-            "h.to_status='scheduled')) - julianday(r.created_at), "
-            "julianday((SELECT min(at) FROM status_history h WHERE h.referral_id=r.id AND "
-            "h.to_status='completed')) - julianday(r.created_at) "
-            "FROM referrals r INDEXED BY idx_referrals_kpi WHERE r.created_at>=? AND r.created_at<? AND r.status IN "
+            f"SELECT {days_between(conn, 'r.created_at', first.format('scheduled'))}, "
+            f"{days_between(conn, 'r.created_at', first.format('completed'))} "
+            f"FROM referrals r {_kpi_index(conn)}WHERE r.created_at>=? AND r.created_at<? AND r.status IN "
             "('scheduled','completed','closed','no_show','canceled','leaked')", (lo, hi)):
         if scheduled is not None:
             to_appointment.append(scheduled)
@@ -110,9 +116,9 @@ def summary(conn: sqlite3.Connection, start: date, end: date) -> dict:
     fax_total = fax_auto = None
     if _has_column(conn, "referrals", "origin"):
         fax_total, fax_auto = conn.execute(
-            "SELECT count(*), sum(NOT EXISTS (SELECT 1 FROM status_history h WHERE h.referral_id=r.id AND "
-            "h.to_status='needs_review')) FROM referrals r WHERE r.origin='fax' AND r.created_at>=? "
-            "AND r.created_at<?", (lo, hi)).fetchone()
+            "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM status_history h WHERE "
+            "h.referral_id=r.id AND h.to_status='needs_review')) FROM referrals r WHERE r.origin='fax' "
+            "AND r.created_at>=? AND r.created_at<?", (lo, hi)).fetchone()
     return {
         "start": start.isoformat(), "end": end.isoformat(), "referrals": total, "by_status": by_status,
         "completion_rate": _rate(completed + closed, total),
@@ -155,11 +161,11 @@ def aging_by_specialty(conn: sqlite3.Connection, now: datetime | None = None) ->
         cond = f"created_at<='{cut(low)}'" + (f" AND created_at>'{cut(high + 1)}'" if high is not None else "")
         buckets.append((label, cond))
     late = " OR ".join(f"(coalesce(urgency,'routine')='{u}' AND created_at<'{cut(d)}')" for u, d in CLOCK_DAYS.items())
-    sums = ", ".join(f"sum({cond})" for _, cond in buckets)
+    sums = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond in buckets)
     placeholders = ",".join("?" * len(WAITING))
     out = []
-    for row in conn.execute(f"SELECT coalesce(specialty,'(none)'), count(*), {sums}, sum({late}) FROM referrals "
-                            f"WHERE status IN ({placeholders}) GROUP BY 1 ORDER BY 2 DESC", WAITING):
+    for row in conn.execute(f"SELECT coalesce(specialty,'(none)'), count(*), {sums}, count(*) FILTER (WHERE {late}) "
+                            f"FROM referrals WHERE status IN ({placeholders}) GROUP BY 1 ORDER BY 2 DESC, 1", WAITING):
         out.append({"specialty": row[0], "waiting": row[1],
                     "buckets": {label: row[2 + i] or 0 for i, (label, _) in enumerate(buckets)},
                     "late": row[-1] or 0})

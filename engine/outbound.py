@@ -19,17 +19,17 @@ the dead-letter list shows it.
 
 `dedupe_key` makes enqueueing idempotent: a rule or a schedule that fires twice
 for the same cause (a replayed message, a job run after a restart) adds nothing.
-All SQL here is plain SQLite; callers own the transaction.
+All SQL here runs on both store backends (engine.db); callers own the transaction.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlite_utils
 
+from engine.db import any_of
 from engine.store import now_iso  # noqa: F401 (re-exported: callers use outbound.now_iso)
 
 STATUSES = ("queued", "sending", "sent", "error", "dead")
@@ -88,10 +88,11 @@ def enqueue(conn: sqlite3.Connection, item: Outbound, *, order: str = "per_desti
     cur = conn.execute(
         "INSERT INTO outbound (destination, order_key, referral_id, source_message_id, rule, dedupe_key, "
         "message_type, control_id, payload, status, attempts, next_attempt_at, closes_loop, created_at, updated_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?,'queued',0,?,?,?,?) ON CONFLICT (dedupe_key) DO NOTHING",
+        "VALUES (?,?,?,?,?,?,?,?,?,'queued',0,?,?,?,?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
         (item.destination, order_key(item, order), item.referral_id, item.source_message_id, item.rule,
          item.dedupe_key, item.message_type, item.control_id, item.payload, due or at, int(item.closes_loop), at, at))
-    return cur.lastrowid if cur.rowcount else None
+    row = cur.fetchone()            # no row: the dedupe key was enqueued before
+    return row[0] if row else None
 
 
 def claim_due(conn: sqlite3.Connection, destination: str, *, limit: int = 64, now: str | None = None,
@@ -137,8 +138,8 @@ def claim_due(conn: sqlite3.Connection, destination: str, *, limit: int = 64, no
     ids = [r[0] for r in claimed]
     conn.executemany("UPDATE outbound SET status='sending', claimed_by=?, lease_until=?, updated_at=? "
                      "WHERE id=?", [(worker, lease, now, i) for i in ids])
-    return conn.execute("SELECT * FROM outbound WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                        (json.dumps(ids),)).fetchall()
+    match, param = any_of(conn, ids)
+    return conn.execute(f"SELECT * FROM outbound WHERE id {match} ORDER BY id", (param,)).fetchall()
 
 
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:

@@ -42,7 +42,8 @@ BEFORE_SCHEDULING = ("received", "needs_review", "incomplete", "ready", "auth_pe
 
 
 def migrate_payers(db: sqlite_utils.Database) -> None:
-    """Migration 7: what we asked payers and what they answered; authorizations; coverage on the referral."""
+    """Migration 7: what we asked payers and what they answered; authorizations; coverage on the referral.
+    `db` is sqlite_utils.Database on SQLite, engine.db.PgSchema on PostgreSQL (the same calls)."""
     db["payer_requests"].create({
         "id": int, "referral_id": int, "kind": str, "outbound_id": int, "authorization_id": int, "trace": str,
         "payer": str, "payer_id": str, "member_id": str, "service_type": str, "status": str, "outcome": str,

@@ -28,6 +28,7 @@ from engine.config import Channel, EngineConfig, Filter
 from engine.hl7v2 import CharsetError, decode, get_all, parse, prepare
 from engine.mapping import Mappings, NoMapping
 from engine.normalized import Mapped
+from engine.db import is_postgres
 from engine.store import Journal, StatusChange
 
 log = logging.getLogger("engine.processor")
@@ -110,9 +111,14 @@ def process_message(channel: Channel | None, raw: bytes, charset: str | None, me
     return Outcome("transformed", mapped=mapped)
 
 
+def processing_journal(config: EngineConfig) -> Journal:
+    """The processor's own connection: read-only on SQLite; on PostgreSQL it also writes its claims."""
+    return Journal(config.store_location, readonly=not is_postgres(config.store_location))
+
+
 def decide_batch(journal: Journal, config: EngineConfig, limit: int) -> list[StatusChange]:
     """Decide up to `limit` pending messages, oldest first."""
-    rows = journal.pending(limit)
+    rows = journal.next_batch(limit, config.node_name, config.processing.lease_seconds)
     channels = {c.name: c for c in config.channels}
     changes = []
     for row in rows:
@@ -161,7 +167,7 @@ def worker_init(config: EngineConfig, nice: int) -> None:
     logs.configure(config.logging.level, config.logging.format, None)
     lower_priority(nice)
     _worker["config"] = config
-    _worker["journal"] = Journal(config.store_location, readonly=True)
+    _worker["journal"] = processing_journal(config)
 
 
 def worker_decide_batch(limit: int) -> list[StatusChange]:

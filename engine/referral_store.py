@@ -1,7 +1,7 @@
-"""The referral tables in SQLite: schema (migration 2), look-ups for matching, writes, worklist reads.
+"""The referral tables: schema (migration 2), look-ups for matching, writes, worklist reads.
 
-All referral SQL lives here, behind `ReferralStore`, so a PostgreSQL backend can
-follow with the same methods. The store never decides anything: the lifecycle
+All referral SQL lives here, behind `ReferralStore`, in the one dialect both backends accept
+(engine.db: SQLite, or PostgreSQL). The store never decides anything: the lifecycle
 and `engine.referrals` do, and `set_status` is the one place that writes status
 history. Writes run inside the caller's transaction (the journal's single
 writer), so a message's status and its referral changes commit together.
@@ -9,11 +9,11 @@ writer), so a message's status and its referral changes commit together.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any, Iterable
 
 import sqlite_utils
 
+from engine.db import any_of
 from engine.matching import Candidate, parse_time
 
 # Columns of `referrals` that hold JSON (decoded on read).
@@ -21,7 +21,7 @@ JSON_COLUMNS = ("patient", "referring_provider", "receiving_provider", "insuranc
 
 
 def migrate_referrals(db: sqlite_utils.Database) -> None:
-    """Migration 2: referrals and everything hanging off them."""
+    """Migration 2: referrals and everything hanging off them (`db`: engine.db.PgSchema on PostgreSQL)."""
     db["referrals"].create({
         "id": int, "status": str, "urgency": str, "specialty": str, "service_code": str, "service_text": str,
         "reason": str, "placer_order_number": str, "filler_order_number": str, "referral_number": str,
@@ -112,7 +112,7 @@ def migrate_coordinator(db: sqlite_utils.Database) -> None:
     db["review_exceptions"].add_column("resolution_note", str)
 
 
-def _row(row: sqlite3.Row | None) -> dict | None:
+def _row(row) -> dict | None:
     if row is None:
         return None
     out = dict(row)
@@ -132,8 +132,8 @@ def _json(value: Any) -> str | None:
 class ReferralStore:
     """Referral reads and writes over one connection (the journal's writer, or a reader's)."""
 
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
+    def __init__(self, conn):
+        self.conn = conn            # an engine.db connection, either backend
 
     # ---- look-ups for matching (engine.matching.ReferralLookup) ----------------
 
@@ -177,9 +177,10 @@ class ReferralStore:
             ids |= {r[0] for r in rows}
         if not ids:
             return []
+        among, param = any_of(self.conn, sorted(ids))
         return [Candidate(r[0], r[1], r[2], r[3], r[4]) for r in self.conn.execute(
-            "SELECT id, status, specialty, referred_at, referral_number FROM referrals WHERE id IN (SELECT value FROM json_each(?)) "
-            "ORDER BY id", (json.dumps(sorted(ids)),))]
+            f"SELECT id, status, specialty, referred_at, referral_number FROM referrals WHERE id {among} ORDER BY id",
+            (param,))]
 
     # ---- reads ------------------------------------------------------------------
 
@@ -206,10 +207,10 @@ class ReferralStore:
 
     def completeness_counts(self, referral_id: int) -> tuple[int, int, int]:
         """(diagnoses, patient identifiers, documents) of a referral, for the completeness rules."""
-        return self.conn.execute(
-            "SELECT (SELECT count(*) FROM diagnoses WHERE referral_id=:id), "
-            "(SELECT count(*) FROM referral_identifiers WHERE referral_id=:id), "
-            "(SELECT count(*) FROM documents WHERE referral_id=:id)", {"id": referral_id}).fetchone()
+        return tuple(self.conn.execute(           # positional: PostgreSQL's driver takes no :name parameters
+            "SELECT (SELECT count(*) FROM diagnoses WHERE referral_id=?), "
+            "(SELECT count(*) FROM referral_identifiers WHERE referral_id=?), "
+            "(SELECT count(*) FROM documents WHERE referral_id=?)", (referral_id,) * 3).fetchone())
 
     def order_canceled(self, referral_id: int) -> bool:
         return self.conn.execute("SELECT 1 FROM referral_messages WHERE referral_id=? AND event='referral.cancel' "
@@ -298,9 +299,9 @@ class ReferralStore:
         fields = {**fields, "created_at": at, "updated_at": at}
         columns = list(fields)
         values = [_json(v) if k in JSON_COLUMNS else v for k, v in fields.items()]
-        cur = self.conn.execute(f"INSERT INTO referrals ({', '.join(columns)}) VALUES "
-                                f"({', '.join('?' * len(columns))})", values)
-        return cur.lastrowid
+        # RETURNING, not lastrowid (SQLite only); the row is fetched before the next statement
+        return self.conn.execute(f"INSERT INTO referrals ({', '.join(columns)}) VALUES "
+                                 f"({', '.join('?' * len(columns))}) RETURNING id", values).fetchone()[0]
 
     def update(self, referral_id: int, fields: dict, at: str) -> None:
         """Set data fields; status only ever changes through `set_status`."""
@@ -323,12 +324,13 @@ class ReferralStore:
             (referral_id, from_status, to_status, at, cause_kind, None if cause_id is None else str(cause_id), detail))
 
     def add_identifiers(self, referral_id: int, identifiers: Iterable[tuple[str, str | None, str | None]]) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO referral_identifiers (referral_id, identifier, authority, type) "
-                              "VALUES (?,?,?,?)", [(referral_id, *i) for i in identifiers])
+        self.conn.executemany("INSERT INTO referral_identifiers (referral_id, identifier, authority, type) "
+                              "VALUES (?,?,?,?) ON CONFLICT DO NOTHING", [(referral_id, *i) for i in identifiers])
 
     def add_diagnoses(self, referral_id: int, diagnoses: Iterable[tuple[str, str | None, str | None, bool]]) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO diagnoses (referral_id, code, system, description, valid) "
-                              "VALUES (?,?,?,?,?)", [(referral_id, c, s, d, int(v)) for c, s, d, v in diagnoses])
+        self.conn.executemany("INSERT INTO diagnoses (referral_id, code, system, description, valid) "
+                              "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                              [(referral_id, c, s, d, int(v)) for c, s, d, v in diagnoses])
 
     def upsert_appointment(self, referral_id: int, appointment: dict, message_id: int | None,
                            event_time: str | None, at: str) -> None:
@@ -366,8 +368,9 @@ class ReferralStore:
 
     def link_message(self, message_id: int, referral_id: int, event: str, outcome: str, rule: str | None,
                      at: str) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO referral_messages (message_id, referral_id, event, outcome, rule, at) "
-                          "VALUES (?,?,?,?,?,?)", (message_id, referral_id, event, outcome, rule, at))
+        self.conn.execute("INSERT INTO referral_messages (message_id, referral_id, event, outcome, rule, at) "
+                          "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                          (message_id, referral_id, event, outcome, rule, at))
         self.conn.execute("UPDATE unmatched SET resolved_at=?, resolved_referral_id=? WHERE message_id=? AND "
                           "resolved_at IS NULL", (at, referral_id, message_id))
 

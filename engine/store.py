@@ -131,8 +131,14 @@ def _migrate_8(db: sqlite_utils.Database) -> None:
     migrate_triggers(db)
 
 
+def _migrate_9(db) -> None:
+    """Several nodes on one PostgreSQL store: a node claims the messages it processes (Journal.claim)."""
+    db["messages"].add_column("claimed_by", str)
+    db["messages"].add_column("claim_until", str)
+
+
 MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3), (4, _migrate_4), (5, _migrate_5), (6, _migrate_6),
-              (7, _migrate_7), (8, _migrate_8)]
+              (7, _migrate_7), (8, _migrate_8), (9, _migrate_9)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -174,6 +180,11 @@ class Journal:
         self.conn = connect(location, synchronous, readonly)
         if not readonly:
             migrate(self.conn, location)
+        elif self.postgres and backend.schema_version(self.conn) == 0:
+            # As a missing SQLite file does (engine.db): a database the engine never set up is refused by
+            # name, instead of a reader failing later on its first query with "relation does not exist".
+            self.conn.close()
+            raise StoreError(f"{backend.describe(location)}: no store here (has the engine run with this config?)")
         if not readonly and not self.postgres:
             # SQLite checkpoints inside the commit that crosses 1,000 WAL pages (a few ms, now and then).
             # It must be the writer: a checkpoint from another connection never catches up with a busy
@@ -409,6 +420,36 @@ class Journal:
         return problem
 
     # ---- reads ---------------------------------------------------------
+
+    def next_batch(self, limit: int, node: str, lease_seconds: float = 60.0) -> list:
+        """The messages this node processes next, oldest first. SQLite (one node): `pending`.
+
+        PostgreSQL (several nodes): claimed for `lease_seconds` (a dead node's claim runs out and another
+        node takes the batch; applying is idempotent, so a slow node's late apply changes nothing). A
+        message is left alone while an earlier message of the same patient is claimed by another node:
+        one patient's messages apply in order across nodes. Claims are serialized by a short advisory
+        lock, so each claim sees every other node's claims (SKIP LOCKED covers rows a writer holds)."""
+        if not self.postgres:
+            return self.pending(limit)
+        now = datetime.now(timezone.utc)
+        until = now_iso(now + timedelta(seconds=lease_seconds))
+        self.conn.execute("BEGIN")
+        try:
+            self.conn.execute("SELECT pg_advisory_xact_lock(?)", (backend.CLAIM_LOCK,))
+            rows = self.conn.execute(
+                "UPDATE messages SET claimed_by=?, claim_until=? WHERE id IN ("
+                " SELECT m.id FROM messages m WHERE m.status='received'"
+                " AND (m.claim_until IS NULL OR m.claim_until<? OR m.claimed_by=?)"
+                " AND NOT EXISTS (SELECT 1 FROM messages e WHERE e.patient_id=m.patient_id AND e.status='received'"
+                "  AND e.id<m.id AND e.claimed_by<>? AND e.claim_until>=?)"
+                " ORDER BY m.id LIMIT ? FOR UPDATE SKIP LOCKED) "
+                "RETURNING id, channel, raw, charset, message_type",
+                (node, until, now_iso(now), node, node, now_iso(now), limit)).fetchall()
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return sorted(rows, key=lambda r: r[0])
 
     def pending(self, limit: int) -> list[sqlite3.Row]:
         """Messages acknowledged but not yet processed, oldest first."""

@@ -43,6 +43,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "store: the test uses the store; it runs on every backend")
     config.addinivalue_line("markers", "sqlite_only: about SQLite itself (WAL, the file); not run on postgresql")
+    config.addinivalue_line("markers", "postgresql_only: several nodes on one store; SQLite is one node's store")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,6 +56,9 @@ def pytest_collection_modifyitems(config, items):
         param = getattr(getattr(item, "callspec", None), "params", {}).get("backend_name", "sqlite")
         uses_store = item.get_closest_marker("store") is not None or bool(STORE_FIXTURES & set(item.fixturenames))
         uses_store = uses_store and item.get_closest_marker("sqlite_only") is None
+        if param == "sqlite" and item.get_closest_marker("postgresql_only") is not None:
+            drop.append(item)
+            continue
         (keep if param in wanted and (param == "sqlite" or uses_store) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -7,7 +7,6 @@ follows up pended requests is run through the CLI at a chosen time.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -17,12 +16,14 @@ from engine.authorization import auth_kpis, read_278, request_278
 from engine.config import PriorAuthRule, load_config
 from payer_simulator import Rules
 from payer_simulator.server import Payer
-from tests.conftest import EngineThread
+from tests.conftest import EngineThread, open_store
 from tests.test_closed_loop import wait_until
 from tests.test_eligibility import (CASCADIA, RULES, SUBJECT, cli, order, payer, payer_config, referral, row,
                                     rows, send_orders)
 
 __all__ = ["payer"]       # the simulator fixture, shared with test_eligibility
+
+pytestmark = pytest.mark.store
 
 
 def make_278(member: str = "W48213377", service_code: str | None = "99243", diagnoses=("I25.10", "R07.9")) -> str:
@@ -130,7 +131,7 @@ def test_denial_opens_a_review_exception_and_tells_the_coordinator(tmp_path, pay
     assert r["next_action"].startswith("Authorization denied by CASCADIA MUTUAL HEALTH PLAN: notify the referring")
     exception = row(db, "SELECT * FROM review_exceptions WHERE referral_id=2")
     assert exception["event"] == "authorization.denied" and "Not medically necessary" in exception["reason"]
-    conn = sqlite3.connect(db)
+    conn = open_store(db)
     try:
         kpis = auth_kpis(conn)
     finally:
@@ -144,7 +145,7 @@ def test_denial_opens_a_review_exception_and_tells_the_coordinator(tmp_path, pay
     from engine import kpis as dashboard_kpis
     from engine.web.app import create_app
     today = date.today()
-    conn = sqlite3.connect(db)
+    conn = open_store(db)
     try:
         report = dashboard_kpis.report(conn, today - timedelta(days=1), today)
     finally:

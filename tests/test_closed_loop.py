@@ -11,12 +11,16 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 
 from channels.mllp.client import MLLPClient, msa
 from engine.config import load_config
 from engine.hl7v2.parse import get, parse
-from tests.conftest import EngineThread, sample, wait_until, write_config
+from engine.store import write_transaction
+from tests.conftest import EngineThread, open_store, sample, wait_until, write_config
 from tests.receivers import MLLPReceiver, Reply
+
+pytestmark = pytest.mark.store
 
 STORY = ["ORM_O01_v2.5.1_bench25.hl7", "SIU_S12_v2.5.1.hl7", "SIU_S13_v2.5.1.hl7", "SIU_S14_v2.5.1.hl7",
          "ORU_R01_v2.5.1_consultnote.hl7"]
@@ -62,9 +66,15 @@ def send_all(port: int, names: list[str]) -> None:
             assert msa(client.send(sample(name).replace(b"\n", b"\r")))[0] in ("AA", "CA"), name
 
 
-def referral(db: Path, referral_id: int = 1) -> dict:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
+def connect(db):
+    """A connection to the engine's store (either backend), rows readable by name."""
+    conn = open_store(db)
+    conn.row_factory = sqlite3.Row        # PostgreSQL's rows always are
+    return conn
+
+
+def referral(db, referral_id: int = 1) -> dict:
+    conn = connect(db)
     try:
         row = conn.execute("SELECT * FROM referrals WHERE id=?", (referral_id,)).fetchone()
         if row is None:             # not processed yet
@@ -169,12 +179,12 @@ def test_a_rejected_message_goes_dead_and_the_coordinator_sees_it_then_resend(tm
             wait_until(lambda: [o["status"] for o in referral(db)["outbound"]] == ["dead", "sent"], what="dead+sent")
             r = referral(db)
             assert "AR" in r["outbound"][0]["last_error"] and "unknown patient" in r["outbound"][0]["last_error"]
-            conn = sqlite3.connect(db)
+            conn = connect(db)
             reasons = [row[0] for row in conn.execute("SELECT reason FROM review_exceptions WHERE referral_id=1")]
             assert any("dead" in reason and "referring_ehr" in reason for reason in reasons)
             # resend: same payload, same MSH-10, delivered this time
             dead_id = r["outbound"][0]["id"]
-            with conn:
+            with write_transaction(conn):
                 assert outbound.resend(conn, dead_id)
             conn.close()
             engine.engine.delivery.wake()
@@ -200,7 +210,6 @@ FAX_RULES = """    - name: status_letter_by_fax
 
 
 def test_a_fax_only_referrer_gets_the_consult_note_as_a_pdf_in_the_fax_outbox(tmp_path):
-    import json
     import subprocess
     with MLLPReceiver() as ehr:
         engine = EngineThread(load_config(loop_config(tmp_path, ehr.port, extra_rules=FAX_RULES))).start()
@@ -209,9 +218,13 @@ def test_a_fax_only_referrer_gets_the_consult_note_as_a_pdf_in_the_fax_outbox(tm
             db = engine.config.store_location
             wait_until(lambda: referral(db)["status"] == "ready", what="referral")
             # the referral came by fax: the referring practice is known only by its fax number
-            with sqlite3.connect(db) as conn:
-                conn.execute("UPDATE referrals SET origin='fax', referring_provider=json_set(referring_provider, "
-                             "'$.fax', '5555550199') WHERE id=1")
+            conn = connect(db)
+            with write_transaction(conn):
+                provider = json.loads(conn.execute("SELECT referring_provider FROM referrals WHERE id=1").fetchone()[0]
+                                      or "{}")
+                conn.execute("UPDATE referrals SET origin='fax', referring_provider=? WHERE id=1",
+                             (json.dumps({**provider, "fax": "5555550199"}),))
+            conn.close()
             send_all(engine.port, STORY[1:2] + STORY[3:])
             wait_until(lambda: referral(db)["status"] == "closed", what="closed by the fax")
         finally:
@@ -220,7 +233,7 @@ def test_a_fax_only_referrer_gets_the_consult_note_as_a_pdf_in_the_fax_outbox(tm
     assert [(o["rule"], o["message_type"], o["status"]) for o in r["outbound"]] == [
         ("status_letter_by_fax", "fax", "sent"), ("consult_note_by_fax", "fax", "sent")]
     assert ehr.messages == []                       # nothing went to the referring EHR's MLLP
-    outbox = db.parent / "fax" / "outbox"
+    outbox = tmp_path / "var" / "fax" / "outbox"
     pdfs, sidecars = sorted(outbox.glob("*.pdf")), sorted(outbox.glob("*.json"))
     assert len(pdfs) == 2 and len(sidecars) == 2
     note_pdf = next(p for p in pdfs if "consult" in p.name)
@@ -262,10 +275,11 @@ def test_a_patient_reminder_reaches_a_real_smtp_server_and_the_timeline(tmp_path
     assert mail.rcpt_tos == ["tjfairweather@example.net"]
     assert mail.message["Subject"] == "Appointment reminder"
     assert "THEODORE" in mail.message.get_body().get_content().upper()
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     kinds = [r[0] for r in conn.execute("SELECT kind FROM referral_events WHERE referral_id=1")]
     assert "outreach" in kinds
     assert conn.execute("SELECT status FROM outbound WHERE message_type='email'").fetchone()[0] == "sent"
+    conn.close()
 
 
 def test_a_coordinators_decision_reaches_the_rules_a_return_referral_goes_back(tmp_path):
@@ -281,8 +295,7 @@ def test_a_coordinators_decision_reaches_the_rules_a_return_referral_goes_back(t
             send_all(engine.port, STORY[:1])
             db = engine.config.store_location
             wait_until(lambda: referral(db)["status"] == "ready", what="referral")
-            conn = sqlite3.connect(db, isolation_level=None)
-            conn.row_factory = sqlite3.Row
+            conn = connect(db)
             coordinator.set_status(conn, 1, "declined", "dr.haddad", "outside our scope; refer to EP clinic")
             conn.close()
             [rri] = ehr.wait_for(1, timeout=20)       # the engine plans it within the retry pump's period

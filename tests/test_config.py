@@ -304,6 +304,14 @@ def test_check_config_accepts_the_default_config():
     assert result.stdout.startswith("config.yaml: OK (2 channels;")
 
 
+def test_check_config_names_a_postgresql_store_without_its_password(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("sqlite:///./var/engine.db", "postgresql://engine:secret@db.invalid/engine"))
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: OK (1 channels; store postgresql://db.invalid/engine)"
+    assert "secret" not in result.stdout + result.stderr
+
+
 def test_an_unreachable_postgresql_store_stops_the_start_with_the_reason():
     import os
     import subprocess

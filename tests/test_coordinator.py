@@ -1,4 +1,5 @@
-"""Coordinator actions on a real SQLite store: owner, next action, status by hand, resolving exceptions.
+"""Coordinator actions on a real store (each backend: SQLite, PostgreSQL): owner, next action, status
+by hand, resolving exceptions.
 
 A status change can be caused by a message, a schedule or a user; a user's change goes through the same
 `ReferralStore.set_status` (cause_kind 'user', cause_id the user name, detail the reason). Owner and next
@@ -8,11 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -24,15 +22,19 @@ from engine.lifecycle import MANUAL_TRANSITIONS, TRANSITIONS, ManualTransitionRe
     manual_transition
 from engine.normalized import Appointment, Insurance, Mapped
 from engine.store import Journal
+from tests.conftest import open_store
 from tests.test_referrals import CARDIOLOGY_STORY, PLACER, SEQ_EVENTS, Engine, note, order, send_samples, siu, \
     story_engine
+from tests.test_referrals import fresh_store  # noqa: F401  (a fixture: pytest finds it by name)
+
+pytestmark = pytest.mark.store
 
 S = ReferralStatus
 AT = "2026-11-23T10:00:00.000000+00:00"
 
 
-def test_each_action_writes_its_row_with_cause_user(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_each_action_writes_its_row_with_cause_user(store_url):
+    e = Engine(store_url)
     e.send(order())
     conn = e.journal.conn
     assert coordinator.assign(conn, 1, "ana", "lead.kim", AT)["owner"] == "ana"
@@ -66,8 +68,8 @@ def test_each_action_writes_its_row_with_cause_user(tmp_path):
     assert e.referral()["events"][-1]["from_value"] == "ana"
 
 
-def test_a_reopened_referral_follows_messages_again(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_a_reopened_referral_follows_messages_again(store_url):
+    e = Engine(store_url)
     e.send(order())
     e.send(siu("appointment.booked"))
     e.send(siu("appointment.no_show", event_time="2025-03-24T11:00:00"))
@@ -108,8 +110,8 @@ def test_manual_transitions_are_moves_the_engine_may_make_and_never_the_messages
     assert manual_transition(S.CANCELED, "ready", " reopen ").detail == "reopen"
 
 
-def test_refused_or_unknown_actions_write_nothing(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_refused_or_unknown_actions_write_nothing(store_url):
+    e = Engine(store_url)
     e.send(order())
     e.send(siu("appointment.booked"))
     conn = e.journal.conn
@@ -130,8 +132,8 @@ def test_refused_or_unknown_actions_write_nothing(tmp_path):
     assert not conn.in_transaction
 
 
-def test_an_exception_resolves_once(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_an_exception_resolves_once(store_url):
+    e = Engine(store_url)
     e.send(order())
     e.send(Mapped(event="referral.cancel", placer_order_number=PLACER))
     e.send(note())
@@ -151,14 +153,15 @@ def test_due_dates_are_stored_as_iso():
             parse_due(bad)
 
 
-def test_a_user_action_waits_for_the_engines_writer(tmp_path):
-    """The single-writer discipline: the action's BEGIN IMMEDIATE waits (busy_timeout) while another
-    connection holds the write lock, then commits; it never fails with 'database is locked'."""
-    e = Engine(tmp_path / "e.db")
+def test_a_user_action_waits_for_the_engines_writer(store_url):
+    """The single-writer discipline: the action's BEGIN IMMEDIATE waits (SQLite's busy_timeout, or
+    PostgreSQL's advisory write lock) while another connection holds the write lock, then commits; it
+    never fails with 'database is locked'."""
+    e = Engine(store_url)
     e.send(order())
-    writer = sqlite3.connect(tmp_path / "e.db", isolation_level=None)
+    writer = open_store(store_url)
     writer.execute("BEGIN IMMEDIATE")
-    user = Journal(tmp_path / "e.db")
+    user = Journal(store_url)
     done: list = []
     thread = threading.Thread(target=lambda: done.append(coordinator.assign(user.conn, 1, "ana", "ana")))
     thread.start()
@@ -179,9 +182,9 @@ user_step = st.tuples(st.just("user"), st.integers(0, 5), st.sampled_from(list(R
 
 @settings(max_examples=40, deadline=None)
 @given(steps=st.lists(st.one_of(message_step, user_step), max_size=14), complete=st.booleans())
-def test_messages_and_user_actions_keep_one_history_row_per_change(steps, complete):
-    with tempfile.TemporaryDirectory() as folder:
-        e = Engine(Path(folder) / "e.db")
+def test_messages_and_user_actions_keep_one_history_row_per_change(fresh_store, steps, complete):
+    with fresh_store() as location:
+        e = Engine(location)
         e.send(order() if complete else order(insurance=[]))
         changes, by_user = 1, 0
         for kind, a, b in steps:

@@ -7,7 +7,6 @@ journal, writer, delivery over HTTP). Every 270 the engine sends is validated wi
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,8 +20,10 @@ from engine.config import ConfigError, PayerRule, load_config
 from engine.eligibility import inquiry_270, read_271
 from payer_simulator import PayerSimulator, Rules
 from payer_simulator.server import Payer
-from tests.conftest import REPO, EngineThread, free_port, sample, write_config
+from tests.conftest import REPO, EngineThread, free_port, open_store, sample, write_config
 from tests.test_closed_loop import wait_until
+
+pytestmark = pytest.mark.store
 
 RULES = REPO / "payer_simulator" / "rules.yaml"
 MEMBER, PLACER = b"W48213377", b"RF250304-0481"
@@ -72,26 +73,24 @@ def send_orders(port: int, *orders: bytes) -> None:
             assert msa(client.send(raw))[0] in ("AA", "CA")
 
 
-def row(db: Path, sql: str, *args) -> dict | None:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
+def row(db, sql: str, *args) -> dict | None:
+    """One row of the store at `db` (a SQLite file or a PostgreSQL URL) as a dict, or None."""
+    found = rows(db, sql, *args)
+    return found[0] if found else None
+
+
+def rows(db, sql: str, *args) -> list[dict]:
+    """The rows as dicts, by column name from the cursor (either backend's rows)."""
+    conn = open_store(db)
     try:
-        r = conn.execute(sql, args).fetchone()
-        return dict(r) if r else None
+        cur = conn.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
     finally:
         conn.close()
 
 
-def rows(db: Path, sql: str, *args) -> list[dict]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
-
-
-def referral(db: Path, referral_id: int = 1) -> dict:
+def referral(db, referral_id: int = 1) -> dict:
     return row(db, "SELECT * FROM referrals WHERE id=?", referral_id) or {}
 
 

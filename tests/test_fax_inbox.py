@@ -13,7 +13,9 @@ from channels.fax.completeness import InboxTracker
 from engine.config import ConfigError, FaxReview, load_config
 from engine.fax_intake import FaxResult, commit_fax, review_reasons, to_mapped
 from engine.store import Journal
-from tests.conftest import REPO, EngineProcess, EngineThread, sample, wait_until, write_config
+from tests.conftest import REPO, EngineProcess, EngineThread, open_store, sample, wait_until, write_config
+
+pytestmark = pytest.mark.store
 
 FAXES = REPO / "sample_messages" / "faxes"
 TEXT_PDF = FAXES / "fax_2026_0002.pdf"        # EHR printout with a text layer
@@ -48,9 +50,10 @@ def drop(target: Path, source: Path | None = None, data: bytes | None = None) ->
     part.rename(target)
 
 
-def db(tmp_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(tmp_path / "var" / "engine.db")
-    conn.row_factory = sqlite3.Row
+def db(config) -> sqlite3.Connection:
+    """The engine's store (SQLite file or PostgreSQL database), rows readable by column name."""
+    conn = open_store(config.store_location)
+    conn.row_factory = sqlite3.Row        # PostgreSQL rows read by name already (the attribute is ignored)
     return conn
 
 
@@ -129,8 +132,8 @@ def _extraction(**over) -> dict:
     return base
 
 
-def test_commit_fax_files_duplicates_addenda_and_recovered_files_once(tmp_path):
-    journal = Journal(tmp_path / "engine.db")
+def test_commit_fax_files_duplicates_addenda_and_recovered_files_once(store_url):
+    journal = Journal(store_url)
     conn = journal.conn
 
     def file(name, sha, recovered=False, **over):
@@ -157,7 +160,7 @@ def test_commit_fax_files_duplicates_addenda_and_recovered_files_once(tmp_path):
     journal.close()
 
 
-# ---- the channel in a running engine (real files, real tesseract, real SQLite) ------------------
+# ---- the channel in a running engine (real files, real tesseract, the real store) ---------------
 
 @pytest.mark.slow
 def test_drop_to_referral_duplicate_and_bad_files_while_mllp_keeps_serving(tmp_path):
@@ -181,7 +184,7 @@ def test_drop_to_referral_duplicate_and_bad_files_while_mllp_keeps_serving(tmp_p
         assert b"MSA|AA|" in ack or b"MSA|CA|" in ack
     finally:
         e.stop()
-    conn = db(tmp_path)
+    conn = db(e.config)
     rows = {r["file_name"]: r for r in conn.execute("SELECT * FROM faxes")}
     assert rows["a-referral.pdf"]["status"] == "accepted"
     assert rows["b-copy.pdf"]["status"] == "duplicate"
@@ -192,7 +195,7 @@ def test_drop_to_referral_duplicate_and_bad_files_while_mllp_keeps_serving(tmp_p
     t = truth(TEXT_PDF)
     assert referrals[0]["patient_family_name"].lower() == t["patient_family_name"].lower()
     assert conn.execute("SELECT kind FROM documents WHERE referral_id=?", (referrals[0]["id"],)).fetchone()[0] == "fax"
-    assert conn.execute("SELECT to_status, cause_kind FROM status_history").fetchall()[0][:] == ("received", "fax")
+    assert conn.execute("SELECT to_status, cause_kind FROM status_history ORDER BY id").fetchall()[0][:] == ("received", "fax")
     expected = {"empty.pdf": "empty", "corrupt.pdf": "corrupt", "notes.txt": "not_a_document",
                 "locked.pdf": "encrypted", "two-pages.tif": "too_many_pages"}
     for name, reason in expected.items():
@@ -224,7 +227,7 @@ def test_low_confidence_fax_waits_in_needs_review_with_page_images_and_text(tmp_
         wait_for(lambda: e.engine.fax_channels[0].filed, what="the fax filed")
     finally:
         e.stop()
-    conn = db(tmp_path)
+    conn = db(e.config)
     fax = conn.execute("SELECT * FROM faxes").fetchone()
     assert fax["status"] == "needs_review"
     assert any("below 1.00" in r for r in json.loads(fax["review_reasons"]))
@@ -259,7 +262,7 @@ def test_kill_9_during_processing_then_the_fax_is_filed_exactly_once(tmp_path):
         wait_for(lambda: (tmp_path / "var/fax/processed/long.1.tif").exists(), 60, "the recovered copy filed")
     finally:
         assert engine.terminate() == 0
-    conn = db(tmp_path)
+    conn = db(engine.config)
     assert [r["status"] for r in conn.execute("SELECT status FROM faxes")] in (["accepted"], ["needs_review"])
     assert conn.execute("SELECT count(*) FROM referrals").fetchone()[0] == 1
     assert folder(tmp_path, "processing") == []

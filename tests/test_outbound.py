@@ -1,4 +1,5 @@
-"""The outbound queue (engine/outbound.py) on a real SQLite store: order, retries, dead letters, resend."""
+"""The outbound queue (engine/outbound.py) on a real store (SQLite, PostgreSQL): order, retries, dead letters,
+resend."""
 from __future__ import annotations
 
 import sqlite3
@@ -9,6 +10,9 @@ import pytest
 from engine import outbound
 from engine.outbound import Outbound
 from engine.store import Journal
+from tests.conftest import open_store
+
+pytestmark = pytest.mark.store
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
@@ -18,10 +22,10 @@ def at(seconds: float = 0) -> str:
 
 
 @pytest.fixture
-def conn(tmp_path):
-    Journal(tmp_path / "e.db").close()
-    c = sqlite3.connect(tmp_path / "e.db", isolation_level=None)
-    c.row_factory = sqlite3.Row
+def conn(store_url):
+    Journal(store_url).close()
+    c = open_store(store_url)
+    c.row_factory = sqlite3.Row        # rows by name on SQLite too (PostgreSQL's always are)
     yield c
     c.close()
 

@@ -5,7 +5,7 @@ The engine writes its 270/278 into `payers.destination` (a file destination); a 
 (`Payer.answer`, the same logic the HTTP simulator runs) and drops the answer into
 `payers.inbox`, written as `.part` and renamed as real clearinghouses do. The engine's
 `payer_inbox` job applies it with the same handlers as an HTTP answer. Real engine,
-real files, real SQLite; the CLI as a subprocess.
+real files, the real store (SQLite and PostgreSQL); the CLI as a subprocess.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from payer_simulator import Rules
 from payer_simulator.server import Payer
 from tests.conftest import REPO, EngineThread, wait_until, write_config
 from tests.test_eligibility import RULES, cli, make_270, order, referral, row, rows, send_orders
+
+pytestmark = pytest.mark.store
 
 
 def exchange_config(tmp_path: Path, *, auth_specialties: tuple[str, ...] = (), inbox: bool = True) -> Path:

@@ -3,7 +3,6 @@ and the APScheduler jobs of a running engine, with their job store in the engine
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,8 +14,10 @@ from engine.config import AgingSchedule, NoteChaseSchedule, OutreachConfig, Quie
 from engine.normalized import Patient
 from engine.outreach import Outreach, after_quiet_hours, record_reply
 from engine.schedules import aging_sweep, no_show_sweep, note_chase_sweep, reminder_sweep
-from tests.conftest import EngineThread, write_config
+from tests.conftest import EngineThread, open_store, write_config
 from tests.test_referrals import MRN, Engine, order, siu
+
+pytestmark = pytest.mark.store
 
 NY = ZoneInfo("America/New_York")
 OUTREACH = Path(__file__).parent.parent / "mappings" / "outreach"
@@ -36,8 +37,8 @@ def sweep(e: Engine, fn, *args):
         return fn(e.journal.conn, *args)
 
 
-def test_aging_escalates_one_level_per_sla_period_then_leaks(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_aging_escalates_one_level_per_sla_period_then_leaks(store_url):
+    e = Engine(store_url)
     e.send(order(urgency="urgent"))                      # SLA 3 days; the order is complete: 'ready'
     t0, cfg = created(e), AgingSchedule(escalate_to="referral-desk", expire_days=90)
     assert sweep(e, aging_sweep, cfg, t0 + timedelta(days=2.9)) == {"escalated": 0, "leaked": 0}
@@ -53,15 +54,15 @@ def test_aging_escalates_one_level_per_sla_period_then_leaks(tmp_path):
     assert e.store.timeline(1)["history"][-1]["cause_kind"] == "schedule"
 
 
-def test_a_scheduled_referral_does_not_age(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_a_scheduled_referral_does_not_age(store_url):
+    e = Engine(store_url)
     e.send(order())
     e.send(siu("appointment.booked"))
     assert sweep(e, aging_sweep, AgingSchedule(), created(e) + timedelta(days=60)) == {"escalated": 0, "leaked": 0}
 
 
-def test_note_chase_asks_the_specialist_once_per_period(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_note_chase_asks_the_specialist_once_per_period(store_url):
+    e = Engine(store_url)
     e.send(order())
     e.send(siu("appointment.booked"))
     e.send(siu("appointment.modified", status="completed"))
@@ -94,8 +95,8 @@ def queued(e: Engine) -> list[tuple[str, str, dict, str]]:
         "SELECT destination, message_type, payload, next_attempt_at FROM outbound ORDER BY id")]
 
 
-def test_reminder_by_sms_in_the_patients_language_once(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_reminder_by_sms_in_the_patients_language_once(store_url):
+    e = Engine(store_url)
     now = datetime(2026, 11, 23, 15, 0, tzinfo=NY)
     booked_with_contact(e, now + timedelta(hours=30), language="es")
     o = outreach()
@@ -108,8 +109,8 @@ def test_reminder_by_sms_in_the_patients_language_once(tmp_path):
     assert events(e, "outreach")[0]["to_value"] == "sms"
 
 
-def test_email_preference_and_quiet_hours_hold_the_message_until_morning(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_email_preference_and_quiet_hours_hold_the_message_until_morning(store_url):
+    e = Engine(store_url)
     late = datetime(2026, 11, 23, 22, 30, tzinfo=NY)
     booked_with_contact(e, late + timedelta(hours=20), email="theo@example.org", contact_preference="email")
     sweep(e, reminder_sweep, ReminderSchedule(), late, outreach())
@@ -128,8 +129,8 @@ def test_quiet_hours_across_midnight():
     assert after_quiet_hours(noon, "12:00", "13:00", NY) == datetime(2026, 1, 5, 13, 0, tzinfo=NY)
 
 
-def test_no_show_follow_up_once_per_no_show_and_replies_on_the_timeline(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_no_show_follow_up_once_per_no_show_and_replies_on_the_timeline(store_url):
+    e = Engine(store_url)
     booked_with_contact(e, datetime(2026, 11, 20, 9, 0, tzinfo=NY))
     e.send(siu("appointment.no_show"))
     now = datetime(2026, 11, 23, 12, 0, tzinfo=NY)
@@ -142,12 +143,21 @@ def test_no_show_follow_up_once_per_no_show_and_replies_on_the_timeline(tmp_path
     assert events(e, "outreach_reply")[0]["detail"] == "Can I come Friday?"
 
 
-def test_no_reachable_channel_is_recorded_not_sent(tmp_path):
-    e = Engine(tmp_path / "e.db")
+def test_no_reachable_channel_is_recorded_not_sent(store_url):
+    e = Engine(store_url)
     e.send(order())                                        # no phone, no e-mail
     e.send(siu("appointment.booked", start=(datetime.now(timezone.utc) + timedelta(hours=3)).isoformat()))
     assert sweep(e, reminder_sweep, ReminderSchedule(), datetime.now(timezone.utc), outreach())["reminded"] == 1
     assert queued(e) == [] and events(e, "outreach")[0]["to_value"] == "none"
+
+
+def query(db, sql: str) -> list:
+    """The rows of one query on a connection of its own, closed after."""
+    conn = open_store(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow
@@ -172,24 +182,21 @@ outreach:
         db = engine.config.store_location
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            with sqlite3.connect(db) as conn:
-                row = conn.execute("SELECT owner, escalation_level FROM referrals WHERE id=1").fetchone()
+            row = next(iter(query(db, "SELECT owner, escalation_level FROM referrals WHERE id=1")), None)
             if row and row[1]:
                 break
             time.sleep(0.1)
         assert row[0] == "referral-desk" and row[1] >= 1
     finally:
         engine.stop()
-    with sqlite3.connect(db) as conn:
-        jobs = {r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs")}
+    jobs = {r[0] for r in query(db, "SELECT id FROM apscheduler_jobs")}
     assert jobs == {"aging"}          # the retry pump is an in-memory asyncio task, not a stored job
     engine = EngineThread(load_config(path)).start()      # restart: the same jobs, no duplicates
     engine.stop()
-    with sqlite3.connect(db) as conn:
-        assert {r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs")} == jobs
+    assert {r[0] for r in query(db, "SELECT id FROM apscheduler_jobs")} == jobs
 
 
-def test_every_leaked_referral_gets_its_own_messages(tmp_path):
+def test_every_leaked_referral_gets_its_own_messages(tmp_path, store_url):
     from engine.rules import OutboundPlanner
     from engine.templates import Templates
     path = write_config(tmp_path, channel_extra=f"""    destinations:
@@ -201,7 +208,7 @@ outbound:
 """)
     config = load_config(path)
     planner = OutboundPlanner(config, Templates.load(config.outbound.templates, check=False))
-    e = Engine(tmp_path / "e.db")
+    e = Engine(store_url)
     e.send(order(urgency="urgent"))
     e.send(order(urgency="urgent", placer_order_number="RF-OTHER"))
     cfg = AgingSchedule(expire_days=90)
@@ -210,9 +217,9 @@ outbound:
     assert [tuple(r) for r in rows] == [(1, "leaked_back"), (2, "leaked_back")]
 
 
-def test_a_sweep_from_the_cli_leaves_the_rules_to_the_engine(tmp_path):
+def test_a_sweep_from_the_cli_leaves_the_rules_to_the_engine(store_url):
     from engine.rules import plan_triggers
-    e = Engine(tmp_path / "e.db")
+    e = Engine(store_url)
     e.send(order())
     sweep(e, aging_sweep, AgingSchedule(expire_days=90), created(e) + timedelta(days=91))    # no planner
     [trigger] = e.journal.conn.execute("SELECT to_status, planned_at FROM rule_triggers").fetchall()

@@ -1,12 +1,15 @@
-"""The journal on a real SQLite file: one transaction per writer batch, duplicates, idempotent status changes."""
+"""The journal on a real store (a SQLite file, then a PostgreSQL database): one transaction per writer
+batch, duplicates, idempotent status changes."""
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 
+from engine.db import dialect, integrity_errors
 from engine.intake import take_frame
 from engine.store import Journal, StatusChange, StoreError
+from tests.conftest import open_store
+
+pytestmark = pytest.mark.store
 
 
 def msg(control_id: str, body: str = "A") -> bytes:
@@ -18,8 +21,8 @@ def frame(raw: bytes):
     return take_frame(raw, "ehr_inbound", "127.0.0.1:1").messages()
 
 
-def test_frames_and_status_changes_share_one_transaction(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+def test_frames_and_status_changes_share_one_transaction(store_url):
+    journal = Journal(store_url)
     [stored] = journal.write([frame(msg("C1"))])
     first = stored[0].id
     results = journal.write([frame(msg("C2")), [StatusChange(first, "transformed")]])
@@ -29,8 +32,8 @@ def test_frames_and_status_changes_share_one_transaction(tmp_path):
     assert journal.get(first)["status"] == "transformed" and journal.get(first)["error"] is None
 
 
-def test_duplicates_within_one_batch_and_across_batches(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+def test_duplicates_within_one_batch_and_across_batches(store_url):
+    journal = Journal(store_url)
     [a, b, c] = journal.write([frame(msg("C1")), frame(msg("C1")), frame(msg("C1", "B"))])
     assert a[0].duplicate_of is None
     assert b[0].duplicate_of == a[0].id
@@ -41,33 +44,37 @@ def test_duplicates_within_one_batch_and_across_batches(tmp_path):
                                                                       "received"]
 
 
-def test_a_failed_batch_stores_nothing(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+def test_a_failed_batch_stores_nothing(store_url):
+    journal = Journal(store_url)
     good = frame(msg("C1"))
     bad = frame(msg("C2"))
     bad[0].channel = None          # violates NOT NULL: the whole transaction must roll back
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity_errors()):
         journal.write([good, bad])
     assert journal.counts() == {}
     journal.write([good])
     assert journal.counts() == {"received": 1}
 
 
-def test_newer_schema_is_refused_by_name(tmp_path):
-    path = tmp_path / "j.db"
-    Journal(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version=999")
+def test_newer_schema_is_refused_by_name(store_url):
+    Journal(store_url).close()
+    conn = open_store(store_url)       # as a newer engine would leave it: SQLite's user_version, PG's table
+    if dialect(conn) == "postgresql":
+        conn.execute("INSERT INTO schema_version (version) VALUES (999)")
+    else:
+        conn.execute("PRAGMA user_version=999")
     conn.close()
     with pytest.raises(StoreError, match="newer than this engine"):
-        Journal(path)
+        Journal(store_url)
 
 
-def test_reader_needs_an_existing_store(tmp_path):
+def test_reader_needs_an_existing_store(store_url):
+    # SQLite: no file yet. PostgreSQL: a database the engine never migrated (no tables).
     with pytest.raises(StoreError, match="no store here"):
-        Journal(tmp_path / "missing.db", readonly=True)
+        Journal(store_url, readonly=True)
 
 
+@pytest.mark.sqlite_only
 def test_the_wal_stays_bounded_under_sustained_writes_with_a_reader_open(tmp_path):
     journal = Journal(tmp_path / "j.db")
     reader = Journal(tmp_path / "j.db", readonly=True)

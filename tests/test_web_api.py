@@ -13,25 +13,36 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine.config import load_config
+from engine.db import columns
 from engine.web import users
 from engine.web.app import create_app
 from engine.web.demo import seed
+from tests.conftest import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 LOOPBACK = ("127.0.0.1", 50123)
 
+pytestmark = pytest.mark.store
+
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def config(tmp_path_factory, backend_name, request):
+    """One seeded store for the module: the data folder's SQLite file, or a fresh PostgreSQL database."""
     data = tmp_path_factory.mktemp("web")
-    cfg = load_config(REPO / "config.yaml", env={"ENGINE_DATA_DIR": str(data)})
+    env = {"ENGINE_DATA_DIR": str(data)}
+    cluster = request.getfixturevalue("pg_cluster") if backend_name == "postgresql" else None
+    if cluster is not None:
+        env["ENGINE_STORE_URL"] = cluster.new_database()
+    cfg = load_config(REPO / "config.yaml", env=env)
     seed(cfg, referrals=6)
-    conn = sqlite3.connect(cfg.store_location, isolation_level=None)
+    conn = open_store(cfg.store_location)
     for name, role in (("ada", "admin"), ("ana", "analyst"), ("cora", "coordinator"), ("vic", "viewer")):
         users.add(conn, name, role, PASSWORD)
     conn.close()
-    return cfg
+    yield cfg
+    if cluster is not None:
+        cluster.drop_database(env["ENGINE_STORE_URL"])
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +50,10 @@ def app(config):
     return create_app(config)
 
 
-def conn_of(config) -> sqlite3.Connection:
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
-    conn.row_factory = sqlite3.Row
+def conn_of(config):
+    """A connection to the module's store with rows readable by column name (either backend)."""
+    conn = open_store(config.store_location)
+    conn.row_factory = sqlite3.Row        # PostgreSQL rows read by name already (the attribute is ignored)
     return conn
 
 
@@ -59,7 +71,7 @@ def csrf_of(client: TestClient, path: str = "/channels") -> str:
 
 
 def token_for(config, name: str) -> dict:
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
+    conn = open_store(config.store_location)
     try:
         return {"Authorization": f"Bearer {users.create_token(conn, name, 'test')}"}
     finally:
@@ -68,7 +80,8 @@ def token_for(config, name: str) -> dict:
 
 def audit_rows(config, **where) -> list[dict]:
     conn = conn_of(config)
-    sql = "SELECT * FROM audit_log" + (" WHERE " + " AND ".join(f"{k}=?" for k in where) if where else "")
+    # quoted: `user` is a reserved word in PostgreSQL
+    sql = "SELECT * FROM audit_log" + (" WHERE " + " AND ".join(f'"{k}"=?' for k in where) if where else "")
     rows = [dict(r) for r in conn.execute(sql + " ORDER BY id", tuple(where.values()))]
     conn.close()
     return rows
@@ -140,7 +153,7 @@ def test_login_form_needs_its_csrf_cookie(app):
 
 
 def test_wrong_passwords_lock_the_account(app, config):
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
+    conn = open_store(config.store_location)
     users.add(conn, "lockme", "viewer", PASSWORD)
     conn.close()
     for attempt in range(config.web.lockout_attempts):
@@ -151,7 +164,7 @@ def test_wrong_passwords_lock_the_account(app, config):
     failures = audit_rows(config, user="lockme")
     assert [a["action"] for a in failures].count("login_failed:bad_credentials") == config.web.lockout_attempts - 1
     assert failures[-1]["action"] == "login_failed:locked"
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
+    conn = open_store(config.store_location)
     users.set_password(conn, "lockme", PASSWORD + "2")                 # an admin resets: unlocked
     conn.close()
     assert login(app, "lockme", PASSWORD + "2").last_login.status_code == 303
@@ -165,19 +178,19 @@ def test_unknown_user_and_wrong_password_look_the_same(app):
 
 
 def test_password_change_and_disable_end_sessions_and_tokens(app, config):
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
+    conn = open_store(config.store_location)
     users.add(conn, "temp", "analyst", PASSWORD)
     conn.close()
     client = login(app, "temp")
     headers = token_for(config, "temp")
     assert client.get("/channels").status_code == 200
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
+    conn = open_store(config.store_location)
     users.set_password(conn, "temp", PASSWORD + "!")
     conn.close()
     assert client.get("/channels").status_code == 303                   # old session ended
     api = TestClient(app, client=LOOPBACK)
     assert api.get("/api/me", headers=headers).json()["role"] == "analyst"
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
+    conn = open_store(config.store_location)
     users.disable(conn, "temp")
     conn.close()
     assert api.get("/api/me", headers=headers).status_code == 401       # token revoked
@@ -387,7 +400,7 @@ def test_kpis_json_page_and_csv(app, config):
 
 def test_fax_review_says_when_not_enabled(app, config):
     conn = conn_of(config)
-    enabled = conn.execute("SELECT 1 FROM sqlite_master WHERE name='faxes'").fetchone() is not None
+    enabled = bool(columns(conn, "faxes"))
     conn.close()
     page = login(app, "cora").get("/faxes")
     assert page.status_code == 200
@@ -405,7 +418,9 @@ def test_api_docs_need_login(app):
 
 def test_user_cli_add_token_disable(config, app, tmp_path):
     env_config = tmp_path / "config.yaml"
-    env_config.write_text(f"data_dir: {config.data_dir}\nstore:\n  url: sqlite:///{config.store_location}\n")
+    location = config.store_location
+    url = location if isinstance(location, str) else f"sqlite:///{location}"
+    env_config.write_text(f"data_dir: {config.data_dir}\nstore:\n  url: {url}\n")
     run = lambda *args, stdin="": subprocess.run(   # noqa: E731
         [sys.executable, str(REPO / "run_engine.py"), "user", *args, "--config", str(env_config)],
         input=stdin, capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -447,8 +462,7 @@ def file_fax(config, tmp_path, name: str, family: str) -> int:
                                  "patient_mrn": 0.9, "insurance_payer": 0.9, "insurance_member_id": 0.9,
                                  "referring_provider_npi": 0.95, "urgency": 0.9, "diagnosis_codes": 0.9,
                                  "patient_sex": 0.9}, "pages": 1, "ocr_text": f"REFERRAL Patient: {family}"}
-    conn = sqlite3.connect(config.store_location, isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = conn_of(config)
     conn.execute("BEGIN IMMEDIATE")
     filed = commit_fax(conn, FaxResult("fax_inbox", f"{name}.pdf", f"sha-{name}", "2026-11-23T10:00:00+00:00",
                                        extraction=extraction, pages_dir=str(pages)), config.referrals)

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -23,14 +22,14 @@ import pytest
 
 from channels.mllp.client import MLLPClient, msa
 from engine.web.demo import order
-from tests.conftest import EngineProcess, free_port, wait_until
+from tests.conftest import EngineProcess, free_port, open_store, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "browser test password"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.store]
 
 
 def wait_for(predicate, timeout: float = 20.0, step: float = 0.1):
@@ -45,6 +44,16 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def query(db, sql: str, args: tuple = ()) -> list[tuple]:
+    """One query on the engine's store (SQLite file or PostgreSQL URL) on a connection of its own,
+    closed at once (the tests poll: an unclosed connection per poll would pile up on a server)."""
+    conn = open_store(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
 def accepts(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -54,14 +63,19 @@ def accepts(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory):
+def running(tmp_path_factory, backend_name, request):
+    """One engine for the module, on this run's backend: the data folder's SQLite file, or a fresh
+    database of the session's PostgreSQL cluster (written into the config, so every process started
+    from it, the `user add` commands included, uses the same store)."""
     tmp = tmp_path_factory.mktemp("webe2e")
     web_port, mllp_port = free_port(), free_port()
+    cluster = request.getfixturevalue("pg_cluster") if backend_name == "postgresql" else None
+    store_url = cluster.new_database() if cluster is not None else "sqlite:///./var/engine.db"
     path = tmp / "config.yaml"
     path.write_text(f"""
 data_dir: ./var
 store:
-  url: ${{ENGINE_STORE_URL:-sqlite:///./var/engine.db}}
+  url: {store_url}
 logging:
   level: INFO
   format: json
@@ -113,11 +127,12 @@ outreach:
             for i in (0, 2):
                 assert msa(client.send(order(i)[1]))[0] in ("AA", "CA")
         db = engine.config.store_location
-        wait_for(lambda: sqlite3.connect(db).execute(
-            "SELECT count(*) FROM messages WHERE status='transformed'").fetchone()[0] == 6)
+        wait_for(lambda: query(db, "SELECT count(*) FROM messages WHERE status='transformed'")[0][0] == 6)
         yield engine, base, mllp_port, db
     finally:
         code = engine.terminate()
+        if cluster is not None:
+            cluster.drop_database(store_url)
         assert code == 0, engine.stderr()
         assert not http_ok(base + "/health")         # the web process stopped with the engine
 
@@ -176,12 +191,11 @@ def test_analyst_finds_a_message_and_reprocesses_it(running, browser, shots):
     page.click("#reprocess")
     assert page.locator(".notice").inner_text() == "Queued for processing again."
     # The engine's processor runs it again (idempotent for its referral) and it is transformed once more.
-    wait_for(lambda: sqlite3.connect(db).execute("SELECT status FROM messages WHERE id=?",
-                                                 (message_id,)).fetchone()[0] == "transformed")
+    wait_for(lambda: query(db, "SELECT status FROM messages WHERE id=?", (message_id,))[0][0] == "transformed")
     page.reload()
     assert page.locator("#status").inner_text() == "transformed"
-    audit = sqlite3.connect(db).execute("SELECT user, role FROM audit_log WHERE action='reprocess' AND target_id=?",
-                                        (str(message_id),)).fetchall()
+    audit = query(db, 'SELECT "user", role FROM audit_log WHERE action=? AND target_id=?',
+                  ("reprocess", str(message_id)))
     assert audit == [("ana", "analyst")]
     page.close()
 
@@ -222,8 +236,8 @@ def test_coordinator_reviews_and_accepts_a_faxed_referral(running, browser, shot
     truth = json.loads(sample.with_suffix(".json").read_text())
     inbox.mkdir(parents=True, exist_ok=True)
     shutil.copy(sample, inbox / sample.name)
-    fax_id = wait_for(lambda: (sqlite3.connect(db).execute(
-        "SELECT id FROM faxes WHERE status='needs_review'").fetchone() or [None])[0], timeout=120, step=0.5)
+    fax_id = wait_for(lambda: (query(db, "SELECT id FROM faxes WHERE status='needs_review'") or [[None]])[0][0],
+                      timeout=120, step=0.5)
     page = log_in(browser, base, "cora")
     page.goto(base + "/faxes")
     page.locator(f"#faxes a[href='/faxes/{fax_id}']").click()
@@ -240,12 +254,11 @@ def test_coordinator_reviews_and_accepts_a_faxed_referral(running, browser, shot
     page.click("#accept")
     page.locator(".notice").wait_for()
     assert page.locator("#fax-status").inner_text() == "accepted", page.locator("main").inner_text()[:500]
-    conn = sqlite3.connect(db)
-    referral_id, status = conn.execute("SELECT r.id, r.status FROM faxes f JOIN referrals r ON r.id=f.referral_id "
-                                       "WHERE f.id=?", (fax_id,)).fetchone()
+    referral_id, status = query(db, "SELECT r.id, r.status FROM faxes f JOIN referrals r ON r.id=f.referral_id "
+                                    "WHERE f.id=?", (fax_id,))[0]
     assert status == "ready"
-    assert conn.execute("SELECT patient_family_name FROM referrals WHERE id=?",
-                        (referral_id,)).fetchone()[0] == truth["patient_family_name"]
+    assert query(db, "SELECT patient_family_name FROM referrals WHERE id=?",
+                 (referral_id,))[0][0] == truth["patient_family_name"]
     page.close()
     # The acceptance reached the engine's outbound rules: ADT^A04 + ORM^O01 written for the specialist EHR.
     out = engine.config.data_dir / "specialist"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from engine.db import columns
 from engine.store import Journal, write_transaction
 
 
@@ -29,7 +30,7 @@ def reprocess(db_path: Path, message_id: int) -> None:
 
 def resend(conn: sqlite3.Connection, outbound_id: int) -> None:
     from engine import outbound
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='outbound'").fetchone() is None:
+    if not columns(conn, "outbound"):
         raise ActionError("the outbound queue is not enabled in this store")
     with write_transaction(conn):
         ok = outbound.resend(conn, outbound_id)

@@ -2,8 +2,9 @@
 
 Everything needs a login (session cookie or API token) except `/health`, `/login` and `/static`.
 `/metrics` answers loopback clients without login (a Prometheus on the same host) and anyone else
-only with an API token. Each request uses its thread's own SQLite connection (WAL: readers never
-wait for the engine's writer; the few writes here are short BEGIN IMMEDIATE transactions).
+only with an API token. Each request uses its thread's own store connection (SQLite in WAL, or
+PostgreSQL: readers never wait for the engine's writer; the few writes here are short BEGIN IMMEDIATE
+transactions).
 Pages send `Cache-Control: no-store` and a strict Content-Security-Policy (no inline script).
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.intake import take_frame
-from engine.processor import decide_batch
+from engine.processor import decide_batch, processing_journal
 from engine.store import Journal
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_messages"
@@ -39,7 +39,7 @@ def order(i: int) -> tuple[bytes, bytes]:
 def seed(config: EngineConfig, referrals: int = 8, booked_every: int = 2, channel: str = "ehr_inbound") -> None:
     """`referrals` orders, every `booked_every`-th one booked; all processed to the end."""
     journal = Journal(config.store_location, config.store.synchronous, referral_rules=config.referrals)
-    reader = Journal(config.store_location, readonly=True)
+    reader = processing_journal(config)     # as the daemon's processor reads (and, on PostgreSQL, claims)
     try:
         raws = []
         for i in range(referrals):

@@ -15,6 +15,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from engine.db import columns
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 ACK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 OCR_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
@@ -81,13 +83,13 @@ def observe_ocr_page(seconds: float) -> None:
     _ocr_histogram.observe(seconds)
 
 
-def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+def _table_exists(conn, name: str) -> bool:
+    return bool(columns(conn, name))
 
 
 def bounded_count(conn: sqlite3.Connection, where: str, args: tuple = ()) -> int:
     """count(*) over the journal's matching rows, stopping at BOUND (the (status, id) index serves it)."""
-    return conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {where} LIMIT {BOUND})",
+    return conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {where} LIMIT {BOUND}) AS bounded",
                         args).fetchone()[0]
 
 
@@ -177,4 +179,4 @@ def per_channel_counts(conn: sqlite3.Connection, status: str, since_id: int = 0)
     """channel -> messages in `status` with id >= since_id, counting at most BOUND rows over all channels
     (the (status, id) index gives the rows; each costs one row read for its channel)."""
     return dict(conn.execute(f"SELECT channel, count(*) FROM (SELECT channel FROM messages WHERE status=? AND id>=? "
-                             f"LIMIT {BOUND}) GROUP BY channel", (status, since_id)).fetchall())
+                             f"LIMIT {BOUND}) AS bounded GROUP BY channel", (status, since_id)).fetchall())

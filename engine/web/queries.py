@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from engine.db import any_of, columns, dialect
 from engine.kpis import CLOCK_DAYS, WAITING
 
 PAGE = 50
@@ -39,12 +40,17 @@ def _first_id_at_or_after(conn: sqlite3.Connection, moment: str) -> int | None:
 
 
 def patient_ids_for_name(conn: sqlite3.Connection, name: str, limit: int = 200) -> list[str]:
-    """Identifiers of patients whose family name starts with `name` (case-insensitive), from referrals.
-    Served by the NOCASE index on referrals.patient_family_name (migration 6)."""
-    family = name.split(",")[0].strip()
+    """Identifiers of patients whose family name starts with `name` (case-insensitive, ASCII), from
+    referrals. Served by the family-name index of migration 6: NOCASE on SQLite; on PostgreSQL, whose
+    ILIKE cannot walk a btree, a range of lower(name) over the lower() index (same matches)."""
+    prefix = name.split(",")[0].strip().replace("%", "").replace("_", "")
+    if dialect(conn) == "postgresql":
+        low = "".join(c.lower() if c.isascii() else c for c in prefix)   # as lower() in "C"
+        match, args = "lower(r.patient_family_name)>=? AND lower(r.patient_family_name)<?", (low, low + "\U0010ffff")
+    else:
+        match, args = "r.patient_family_name LIKE ?", (prefix + "%",)
     rows = conn.execute("SELECT DISTINCT i.identifier FROM referrals r JOIN referral_identifiers i ON "
-                        "i.referral_id=r.id WHERE r.patient_family_name LIKE ? LIMIT ?",
-                        (family.replace("%", "").replace("_", "") + "%", limit)).fetchall()
+                        f"i.referral_id=r.id WHERE {match} LIMIT ?", (*args, limit)).fetchall()
     return [r[0] for r in rows]
 
 
@@ -61,8 +67,9 @@ def messages(conn: sqlite3.Connection, f: MessageFilter, before: int | None = No
         ids = patient_ids_for_name(conn, f.name)
         if not ids:
             return [], None
-        where.append("patient_id IN (SELECT value FROM json_each(?))")
-        args.append(json.dumps(ids))
+        fragment, value = any_of(conn, ids)
+        where.append(f"patient_id {fragment}")
+        args.append(value)
     if f.message_type:
         if "^" in f.message_type:
             where.append("message_type=?")
@@ -123,7 +130,7 @@ def breakdown(text: str, version: str | None) -> list[dict]:
 
 
 def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+    return bool(columns(conn, name))      # no columns: no such table (either backend)
 
 
 def message_detail(conn: sqlite3.Connection, message_id: int) -> dict | None:
@@ -228,7 +235,7 @@ def faxes_enabled(conn: sqlite3.Connection) -> bool:
 
 
 def fax_columns(conn: sqlite3.Connection) -> list[str]:
-    return [r[1] for r in conn.execute("PRAGMA table_info(faxes)")]
+    return columns(conn, "faxes")
 
 
 def faxes(conn: sqlite3.Connection, status: str | None = "needs_review", before: int | None = None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite_utils
 
+from engine.db import PgSchema
+
 ROLES = ("admin", "analyst", "coordinator", "viewer")
 
 
@@ -37,7 +39,12 @@ def migrate_web(db: sqlite_utils.Database) -> None:
     db["status_history"].create_index(["referral_id", "to_status", "at"], index_name="idx_status_history_kpi")
     db["referrals"].create_index(["created_at", "status", "leakage_risk"], index_name="idx_referrals_kpi")
     # The message browser's family-name search (LIKE 'NAME%' is case-insensitive: a NOCASE index serves it).
-    db.execute("CREATE INDEX idx_referrals_family_nocase ON referrals (patient_family_name COLLATE NOCASE)")
+    # PostgreSQL has no NOCASE; its ILIKE cannot walk a btree, so the search reads a range of lower(name)
+    # there (engine.web.queries.patient_ids_for_name), served by this expression index ("C" collation).
+    if isinstance(db, PgSchema):
+        db.execute("CREATE INDEX idx_referrals_family_nocase ON referrals (lower(patient_family_name))")
+    else:
+        db.execute("CREATE INDEX idx_referrals_family_nocase ON referrals (patient_family_name COLLATE NOCASE)")
 
     db["channel_state"].create({"channel": str, "paused": int, "changed_by": str, "changed_at": str,
                                 "reason": str}, pk="channel", not_null={"paused"}, defaults={"paused": 0})
