@@ -99,6 +99,8 @@ class FaxFolderSource(_Strict):
     poll_seconds: float = Field(default=2.0, gt=0, description="rescan interval besides file-system events")
     max_pages: int = Field(default=200, ge=1, le=5000)
     workers: int = Field(default=2, ge=1, le=64, description="OCR worker processes (one fax each)")
+    takeover_seconds: float = Field(default=900.0, gt=0, description="several nodes sharing the folders: a fax "
+                                    "another node claimed this long ago and has not filed is taken over")
     addendum_window_days: float = Field(default=14.0, ge=0, description="same patient + specialty + referrer "
                                         "within this many days: the fax is an addendum, not a new referral")
     review: FaxReview = FaxReview()

@@ -28,7 +28,7 @@ from engine.schedules import EngineScheduler
 from engine.templates import Templates
 from engine.group_commit import GroupCommitter
 from engine.processor import decide_batch, processing_journal, worker_decide_batch, worker_init
-from engine.db import describe
+from engine.db import describe, is_postgres
 from engine.store import Journal
 
 log = logging.getLogger("engine")
@@ -66,7 +66,7 @@ class Engine:
             log.info("payer X12 checked", extra={"fields": {"ms": round(seconds * 1000, 1)}})
         self.after_apply = chain_after_apply(self.payer_desk, self.planner)
         self.journal = Journal(config.store_location, config.store.synchronous, config.store.duplicate_window_hours,
-                               referral_rules=config.referrals, after_apply=self.after_apply)
+                               referral_rules=config.referrals, after_apply=self.after_apply, node=config.node_name)
         if any(c.transformer is not None for c in config.channels):
             # The writer validates diagnoses against ICD-10-CM, whose tables take ~2 s to load:
             # load them now, before any listener accepts, never inside a commit an ACK waits for
@@ -139,7 +139,8 @@ class Engine:
                 fax = FaxFolderChannel(channel, self.committer.submit, self.config.store_location,
                                        rules=self.config.referrals,
                                        after_apply=self.after_apply,
-                                       on_filed=lambda _filed: self.delivery.wake())
+                                       on_filed=lambda _filed: self.delivery.wake(),
+                                       node=self.config.node_name if is_postgres(self.config.store_location) else None)
                 await fax.start()
                 self.fax_channels.append(fax)
 

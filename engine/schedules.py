@@ -31,6 +31,24 @@ ACTOR = "schedule"
 WAITING = ("received", "needs_review", "incomplete", "ready", "auth_pending")   # not yet scheduled
 
 
+def migrate_schedule_runs(db) -> None:
+    """Migration 10: when each scheduled job last started and on which node, so that nodes sharing a
+    store (and so the job store) run each job once per period between them."""
+    db["schedule_runs"].create({"job": str, "started_at": str, "node": str}, pk="job", not_null={"started_at"})
+
+
+def claim_run(conn, job: str, now: datetime, every_seconds: float, node: str) -> bool:
+    """True when this node may run `job` now: nobody started it in the last half period. Run inside the
+    writer's transaction (on PostgreSQL under the cluster-wide write lock), so of several nodes whose
+    schedulers fire together exactly one runs the sweep."""
+    row = conn.execute("SELECT started_at FROM schedule_runs WHERE job=?", (job,)).fetchone()
+    if row is not None and row[0] > now_iso(now - timedelta(seconds=every_seconds / 2)):
+        return False
+    conn.execute("INSERT INTO schedule_runs (job, started_at, node) VALUES (?,?,?) ON CONFLICT(job) DO UPDATE "
+                 "SET started_at=excluded.started_at, node=excluded.node", (job, now_iso(now), node))
+    return True
+
+
 def _age_days(created: str, now: datetime) -> float:
     start = datetime.fromisoformat(created)
     if start.tzinfo is None:
@@ -199,6 +217,8 @@ class EngineScheduler:
         existing = {job.id for job in self.scheduler.get_jobs()}
         for job_id in existing - set(jobs):
             self.scheduler.remove_job(job_id)        # a schedule taken out of the config
+        _INTERVALS.clear()
+        _INTERVALS.update({job_id: seconds for job_id, (_, seconds) in jobs.items()})
         for job_id, (func, seconds) in jobs.items():
             # replace_existing keeps the stored next run time unless the interval changed
             self.scheduler.add_job(func, "interval", seconds=seconds, id=job_id, replace_existing=True,
@@ -230,13 +250,19 @@ async def _every(func, seconds: float) -> None:
 # ---- job entry points (module-level: the job store keeps references to them) -------------
 
 _ENGINE = None
+_INTERVALS: dict[str, float] = {}     # job -> seconds between runs (claim_run: once per period cluster-wide)
 
 
 async def _sweep(name: str, fn) -> None:
     engine = _ENGINE
     if engine is None or engine.committer is None:
         return
-    result = await engine.committer.submit(WriterTask(name, fn), background=True)
+
+    def once(conn):
+        if not claim_run(conn, name, datetime.now(timezone.utc), _INTERVALS.get(name, 0.0), engine.config.node_name):
+            return {}             # another node ran it this period
+        return fn(conn)
+    result = await engine.committer.submit(WriterTask(name, once), background=True)
     if isinstance(result, Exception):
         log.error("scheduled job failed", extra={"fields": {"job": name, "error": type(result).__name__}})
         return

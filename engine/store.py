@@ -132,13 +132,20 @@ def _migrate_8(db: sqlite_utils.Database) -> None:
 
 
 def _migrate_9(db) -> None:
-    """Several nodes on one PostgreSQL store: a node claims the messages it processes (Journal.claim)."""
+    """Several nodes on one PostgreSQL store: which node received each message, and which one claimed it
+    for processing (Journal.next_batch)."""
+    db["messages"].add_column("received_by", str)
     db["messages"].add_column("claimed_by", str)
     db["messages"].add_column("claim_until", str)
 
 
+def _migrate_10(db) -> None:
+    from engine.schedules import migrate_schedule_runs
+    migrate_schedule_runs(db)
+
+
 MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3), (4, _migrate_4), (5, _migrate_5), (6, _migrate_6),
-              (7, _migrate_7), (8, _migrate_8), (9, _migrate_9)]
+              (7, _migrate_7), (8, _migrate_8), (9, _migrate_9), (10, _migrate_10)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -170,13 +177,14 @@ class Journal:
     """Reads and writes of the message journal over one SQLite connection."""
 
     def __init__(self, location: backend.Location, synchronous: str = "FULL", duplicate_window_hours: float = 168.0,
-                 readonly: bool = False, referral_rules=None, after_apply=None):
+                 readonly: bool = False, referral_rules=None, after_apply=None, node: str | None = None):
         self.location = location     # a SQLite file, or a postgresql:// URL (engine.db)
         self.postgres = backend.is_postgres(location)
         self.referral_rules = referral_rules    # engine.config.ReferralsConfig; None = the defaults
         # Called as after_apply(conn, message_id, applied) inside the transaction that applied a message
         # to its referral: the outbound rules queue what the change owes (engine.rules.OutboundPlanner).
         self.after_apply = after_apply
+        self.node = node             # recorded on each message this engine receives (several nodes: which one)
         self.conn = connect(location, synchronous, readonly)
         if not readonly:
             migrate(self.conn, location)
@@ -281,13 +289,13 @@ class Journal:
                             same_id.append((message_id, m.content_hash))
                     rows.append((message_id, m.channel, m.received_at, m.peer, m.control_id, m.sender,
                                  m.message_type, m.version, m.charset, m.patient_id, m.raw, m.content_hash, status,
-                                 m.ack_code, m.error, warnings, duplicate_of, m.received_at))
+                                 m.ack_code, m.error, warnings, duplicate_of, m.received_at, self.node))
                     stored.append(Stored(message_id, duplicate_of, reused))
                 results.append(stored)
             conn.executemany(
                 "INSERT INTO messages (id, channel, received_at, peer, control_id, sender, message_type, version, "
                 "charset, patient_id, raw, content_hash, status, ack_code, error, warnings, duplicate_of, "
-                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "updated_at, received_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             if commit:
                 conn.execute("COMMIT")
         except BaseException:

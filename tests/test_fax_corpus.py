@@ -146,3 +146,26 @@ def test_generate_cli_writes_files_and_rejects_unknown_formats(tmp_path):
     assert len(list(tmp_path.glob("fax_3_*.json"))) == 2
     bad = subprocess.run(run + ["--formats", "gif"], capture_output=True, text=True)
     assert bad.returncode == 2 and "valid:" in bad.stderr
+
+
+def test_extra_split_is_its_own_and_all_keeps_its_old_layouts(tmp_path, corpus):
+    from bench.fax_corpus import layouts_extra
+    docs = generate.generate(seed=8, count=len(layouts_extra.LAYOUTS), out=tmp_path, split="extra",
+                             formats=["pdf_text"])
+    assert {d["layout"] for d in docs} == set(layouts_extra.LAYOUTS)
+    assert {d["split"] for d in docs} == {"extra"}
+    for d in docs:
+        t = json.loads((tmp_path / f"{d['name']}.json").read_text())
+        assert tuple(t) == CONTRACT_KEYS and t["patient_family_name"] and t["referring_provider_name"]
+        for code in t["diagnosis_codes"] or []:
+            assert icd.is_valid_item(code), code
+    listed = {d["layout"] for d in json.loads((corpus / "manifest.json").read_text())["documents"]}
+    assert not listed & set(layouts_extra.LAYOUTS)          # "all" is train + holdout, as before
+
+
+def test_cached_scoring_refuses_held_out_documents(tmp_path):
+    generate.generate(seed=9, count=1, out=tmp_path, split="holdout", formats=["pdf_text"])
+    run = subprocess.run([sys.executable, "-m", "bench.fax_corpus.score", str(tmp_path), "--via", "cached"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 2 and "refuses held-out" in run.stderr
+    assert not (tmp_path / ".ocr_cache").exists()

@@ -229,3 +229,26 @@ def test_a_sweep_from_the_cli_leaves_the_rules_to_the_engine(store_url):
         e.journal.conn.execute("BEGIN IMMEDIATE")
         assert plan_triggers(e.journal.conn, lambda conn, message_id, applied: seen.append(applied.to_status)) == 1
     assert seen == ["leaked"]
+
+
+def test_a_job_runs_once_per_period_among_nodes_sharing_the_store(store_url):
+    """Every node's scheduler fires its jobs; claim_run (in the writer's transaction, under the store's
+    write lock) lets one node run a job per half period, and records which one."""
+    from engine.schedules import claim_run
+    from engine.store import write_transaction
+    Engine(store_url).journal.close()              # a migrated store
+    first, second = open_store(store_url), open_store(store_url)
+    t0 = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+    try:
+        with write_transaction(first):
+            assert claim_run(first, "aging", t0, 900, "node1") is True
+        with write_transaction(second):            # node2's scheduler fires a second later: not again
+            assert claim_run(second, "aging", t0 + timedelta(seconds=1), 900, "node2") is False
+            assert claim_run(second, "note_chase", t0 + timedelta(seconds=1), 900, "node2") is True
+        with write_transaction(second):            # the next period: whoever fires first runs it
+            assert claim_run(second, "aging", t0 + timedelta(seconds=900), 900, "node2") is True
+        assert dict(first.execute("SELECT job, node FROM schedule_runs ORDER BY job").fetchall()) == \
+            {"aging": "node2", "note_chase": "node2"}
+    finally:
+        first.close()
+        second.close()

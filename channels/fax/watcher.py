@@ -14,6 +14,12 @@
 - The file leaves processing/ only after its commit. A crash leaves it there; at the
   next start it is taken again, and engine.fax_intake recognises a file already filed
   by its hash and name, so it is filed exactly once. Files are never deleted.
+- Several nodes sharing the folders (a network share; PostgreSQL store): each node claims
+  into its own processing/NODE/, so a node's restart recovers only its own files. A file
+  left in another node's folder longer than `takeover_seconds` (the node died) is taken
+  over with the same atomic rename: one node wins, and the store's hash check still files
+  it once. A live node touches the files it holds (their ctime) every quarter of that
+  time, so a long OCR is never taken from it.
 """
 from __future__ import annotations
 
@@ -42,6 +48,13 @@ PROCESSED_STATUSES = ("accepted", "needs_review", "addendum", "duplicate")
 STOP_WAIT_SECONDS = 20.0      # in-flight faxes get this long at shutdown; the rest stay in processing/
 
 
+def claim_folder(processing: Path, node: str | None) -> Path:
+    """Where a node's claims go: processing/ itself (one node), or processing/NODE/ (host:tag -> host_tag)."""
+    if not node:
+        return processing
+    return processing / "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -65,7 +78,7 @@ class FaxFolderChannel:
     """One `fax_folder` channel. `submit(item, background=True)` is the group committer's submit."""
 
     def __init__(self, channel: Channel, submit, store_path: Path, rules: ReferralsConfig | None = None,
-                 after_apply=None, on_filed=None):
+                 after_apply=None, on_filed=None, node: str | None = None):
         assert isinstance(channel.source, FaxFolderSource)
         self.channel = channel
         self.source: FaxFolderSource = channel.source
@@ -74,6 +87,10 @@ class FaxFolderChannel:
         self.rules = rules
         self.after_apply = after_apply
         self.on_filed = on_filed            # called with a Filed after each commit (wake delivery, tests)
+        # where this engine's claims go: processing/ (one node), processing/NODE/ (nodes sharing folders)
+        self.node = node
+        self.claimed = claim_folder(self.source.processing, node)
+        self._held: dict[Path, float] = {}     # claimed files in flight -> when last touched (several nodes)
         self.tracker = InboxTracker(self.source.completeness, self.source.stable_seconds)
         self._kick = asyncio.Event()
         self._stopping = False
@@ -92,11 +109,13 @@ class FaxFolderChannel:
 
     async def start(self) -> None:
         s = self.source
-        for folder in (s.inbox, s.processing, s.processed, s.error, s.pages):
+        for folder in (s.inbox, s.processing, self.claimed, s.processed, s.error, s.pages):
             folder.mkdir(parents=True, exist_ok=True)
         self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
-        recovered = sorted(p for p in s.processing.iterdir() if p.is_file())
+        recovered = sorted(p for p in self.claimed.iterdir() if p.is_file())
+        if self.node:            # and what a single-node run of this folder left directly in processing/
+            recovered += self._take_over([s.processing], older_than=0.0)
         for path in recovered:   # a crash interrupted these: file them (once) before anything new
             self._spawn(path, recovered=True)
         if recovered:
@@ -151,6 +170,11 @@ class FaxFolderChannel:
             self._kick.clear()
             try:
                 self._claim_ready()
+                if self.node:
+                    self._touch_held()
+                    others = [d for d in self.source.processing.iterdir() if d.is_dir() and d != self.claimed]
+                    for path in self._take_over(others, self.source.takeover_seconds):
+                        self._spawn(path, recovered=True)
             except OSError as exc:    # the inbox vanished or is unreadable: say so, keep trying
                 log.error("fax inbox scan failed", extra={"fields": {"channel": self.name, "error": str(exc)}})
             try:
@@ -181,7 +205,7 @@ class FaxFolderChannel:
             if self._stopping:
                 return
             source = self.source.inbox / name
-            target = free_name(self.source.processing, name)
+            target = free_name(self.claimed, name)
             try:
                 os.rename(source, target)          # atomic on one file system: the claim
             except FileNotFoundError:              # the fax server took it back, or another engine claimed it
@@ -194,10 +218,43 @@ class FaxFolderChannel:
                     pass
             self._spawn(target, recovered=False)
 
+    def _take_over(self, folders: list[Path], older_than: float) -> list[Path]:
+        """Files in other nodes' claim folders whose claim (the rename: ctime) is older than `older_than`
+        seconds, renamed into this node's folder; a file another node took first is skipped."""
+        taken = []
+        cutoff = time.time() - older_than
+        for folder in folders:
+            for path in sorted(p for p in folder.iterdir() if p.is_file()):
+                try:
+                    if path.stat().st_ctime > cutoff:
+                        continue
+                    target = free_name(self.claimed, path.name)
+                    os.rename(path, target)
+                except FileNotFoundError:        # filed meanwhile, or another node took it over first
+                    continue
+                taken.append(target)
+        if taken:
+            log.warning("fax files taken over from another node", extra={"fields": {
+                "channel": self.name, "files": len(taken)}})
+        return taken
+
+    def _touch_held(self) -> None:
+        """Refresh the claim (ctime) of the files this node holds, so other nodes see it is alive."""
+        now = time.monotonic()
+        for path, touched in list(self._held.items()):
+            if now - touched >= self.source.takeover_seconds / 4:
+                try:
+                    os.utime(path)
+                except FileNotFoundError:
+                    pass
+                self._held[path] = now
+
     def _spawn(self, path: Path, recovered: bool) -> None:
+        self._held[path] = time.monotonic()
         task = asyncio.create_task(self._file_one(path, recovered), name=f"fax-{path.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _task: self._held.pop(path, None))
 
     # ---- one fax ----------------------------------------------------------------------------
 
@@ -214,6 +271,9 @@ class FaxFolderChannel:
                     outcome = await self._read(path, fax.pages_dir)
                     fax.extraction = outcome.get("extraction")
                     fax.error_reason, fax.error = outcome.get("error_reason"), outcome.get("error")
+                    if fax.error_reason and not path.exists():     # another node took it over: it files it
+                        log.warning("fax taken over by another node", extra={"fields": {"channel": self.name}})
+                        return
                 task = WriterTask(f"fax:{self.name}", partial(commit_fax, fax=fax, rules=self.rules,
                                                               after_apply=self.after_apply))
                 filed = await self.submit(task, background=True)
