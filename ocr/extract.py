@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ocr.fields import choices, dates, icd10, identifiers, names, payers, phones, specialty
 from ocr.fields.digits import fix_digit_token
-from ocr.labels import GENERIC, Label, find_labels, looks_like_label
+from ocr.labels import GENERIC, JUNK, Label, find_labels, looks_like_label
 from ocr.layout import Line, Segment, document_lines, typical_height
 from ocr.model import CHECKED, UNCHECKED, Page, Word
 
@@ -192,6 +192,8 @@ class Extractor:
                 right = fls[i + 1].x0 if i + 1 < len(fls) else float("inf")
                 if fl.label.field is not None and not only_line and self._zone_section(line, fl.x0) == fl.label.opens:
                     continue     # "DOB:" under PATIENT restates its column's section; it must not spread it
+                if fl.label.field in GENERIC and not only_line and self._zone_section(line, fl.x0) in ("to", "other"):
+                    continue     # "Physician:" under CONSULTANT is the consultant's: a generic label takes its block's side
                 new.append(Zone(fl.line.page, line_no, fl.x0, left, right, fl.label.opens, only_line))
             self.zones += new
         self.first_zone_line = {}
@@ -226,12 +228,33 @@ class Extractor:
             if below and above:
                 b, a = max(below[0].gap, 1.0), max(above[0].gap, 1.0)
                 vote = 1 if b < 0.6 * a else -1 if a < 0.6 * b else 0
+                parse = self._vote_parser(fl)
+                if parse is not None:
+                    # a boxed grid puts its value about as near the next box's label as its own: what
+                    # the text says decides ("Derm" under SPECIALTY parses, the name over it does not)
+                    ok_below = parse(below[0].text.strip(VALUE_JUNK)) is not None
+                    ok_above = parse(above[0].text.strip(VALUE_JUNK)) is not None
+                    if ok_below != ok_above:
+                        vote = 1 if ok_below else -1
             else:
                 # the first box under a heading has nothing over it (and the last blank of an
                 # underlined form nothing under it): half a vote for the only side there is
                 vote = 0.5 if below else -0.5 if above else 0
             votes[fl.line.page] = votes.get(fl.line.page, 0) + vote
         self.values_below = {page: v >= 0 for page, v in votes.items()}
+
+    def _vote_parser(self, fl: FoundLabel):
+        """The parser of a label whose values have a shape (a date, a phone, a code, a known word),
+        for the direction vote; names, reasons and ids take almost any text and do not vote."""
+        target = fl.label.field
+        if target in GENERIC:
+            target = GENERIC[target].get(fl.section) or {"phone": "patient_phone", "fax": "referring_practice_fax",
+                                                          "npi": "referring_provider_npi"}.get(target)
+        if target == "insurance_payer":
+            return _payer_known
+        if target in SHAPED_VALUES:
+            return PARSERS[target]
+        return None
 
     def reading_section(self, fl: FoundLabel) -> str | None:
         best = None
@@ -269,7 +292,7 @@ class Extractor:
 
     def starts_with_label(self, seg: Segment) -> bool:
         labs = self.seg_labels.get(id(seg), [])
-        return bool(labs) and labs[0].start == 0
+        return bool(labs) and leads(seg.text, labs[0])
 
     # -- values next to a label
     def spans_for(self, fl: FoundLabel, multiline: bool = False, whole_lines: bool = False) -> list[Span]:
@@ -279,6 +302,13 @@ class Extractor:
         end = nxt.start if nxt else len(seg.text)
         spans: list[Span] = []
         inline = seg.text[lab.end:end].strip(" :;-|_=")
+        colon = lab.colon
+        if inline and not lab.colon and nxt is None and (seg.text.rstrip().endswith(":") or
+                                                         re.match(r"/\s*[A-Za-z][A-Za-z ]*$", inline)):
+            # "Clinical information supporting the request:", "REASON FOR REFERRAL / CLINICAL QUESTION":
+            # words that end in the colon, or a second wording after a slash, belong to the label
+            colon = seg.text.rstrip().endswith(":")
+            inline = ""
         if nxt is not None and nxt.colon and not lab.colon and COMPOUND_JOIN.fullmatch(seg.text[lab.end:nxt.start]):
             inline = ""
             # "Referring Provider / NPI: Alan Brooks, MD / 1234567893": both heads share the value,
@@ -289,11 +319,20 @@ class Extractor:
             if shared:
                 spans.append(Span(shared, words_between(seg, nxt.end, stop), "same_cell"))
         if inline:
-            spans.append(Span(inline, words_between(seg, lab.end, end), "same_cell"))
+            span = Span(inline, words_between(seg, lab.end, end), "same_cell")
+            carry = multiline or (lab.field in ("patient_name", "referring_provider_name", "name", "cover_from")
+                                  and len(inline.split()) == 1)   # "Ordering: Kayla / Gray MD." across the break
+            if carry and not leads(seg.text, lab) and nxt is None and fl.seg_index == len(fl.line.segments) - 1 \
+                    and not re.search(r"[.;]\s*$", inline):
+                flow = self._flow(fl)
+                if flow:
+                    head = re.split(r"(?<=[a-z0-9)\]])[.;](?:\s|$)", flow.text)[0]
+                    span = Span(inline + " " + head, span.words + flow.words[:len(head.split())], "same_cell")
+            spans.append(span)
         elif nxt is None and fl.seg_index + 1 < len(fl.line.segments):
             right = fl.line.segments[fl.seg_index + 1]
             rl = self.seg_labels.get(id(right), [])
-            if rl and rl[0].start == 0 and rl[0].colon and not lab.colon and lab.field in ("referring_provider_name", "name") \
+            if rl and leads(right.text, rl[0]) and rl[0].colon and not lab.colon and lab.field in ("referring_provider_name", "name") \
                     and rl[0].field in ("npi", "referring_practice_phone") \
                     and right.x0 - seg.x1 < 3 * self.heights[fl.line.page]:
                 # "Referring Provider / NPI: Alan Brooks, MD / 1234..." with the slash lost between cells
@@ -301,13 +340,15 @@ class Extractor:
                 shared = right.text[rl[0].end:after].strip(" :;-|_=")
                 if shared:
                     spans.append(Span(shared, words_between(right, rl[0].end, after), "same_cell"))
-            elif not self.starts_with_label(right):
+            elif not self.starts_with_label(right) and not (not lab.colon and self._header_line(fl.line)
+                                                            and len(re.sub(r"\W", "", right.text)) <= 3):
+                # (a short cell among column heads, "MI" or a garbled "Mo", is another head)
                 rl = self.seg_labels.get(id(right), [])
                 cut = rl[0].start if rl else len(right.text)
                 text = right.text[:cut].strip(" :;-|_=")
                 if text:
                     spans.append(Span(text, words_between(right, 0, cut), "right"))
-        if not inline and lab.start > 0 and fl.seg_index == len(fl.line.segments) - 1:
+        if not inline and not leads(seg.text, lab) and fl.seg_index == len(fl.line.segments) - 1:
             flow = self._flow(fl)          # prose: "... Reason for referral:" / "Kidney stone, recurrent."
             if flow:
                 spans.append(flow)
@@ -316,11 +357,19 @@ class Extractor:
         # like "(last, first)": the page's own convention first (see _vote_direction), and a
         # colon points forward
         near = self._below(fl, whole_lines) + self._above(fl, whole_lines)
-        below_first = getattr(self, "values_below", {}).get(fl.line.page, True) or lab.colon
+        below_first = getattr(self, "values_below", {}).get(fl.line.page, True) or colon
         spans.extend(sorted(near, key=lambda sp: ((sp.how == "above") == below_first, sp.gap)))
         if multiline and spans:
             spans[0] = self._continue(fl, spans[0])
         return spans
+
+    def _header_line(self, line: Line) -> bool:
+        """A row of column heads: two or more cells that start with a label, no colon, no digit."""
+        if re.search(r"\d", line.text):
+            return False
+        heads = [self.seg_labels.get(id(s), []) for s in line.segments]
+        starts = [labs[0] for s, labs in zip(line.segments, heads) if labs and leads(s.text, labs[0])]
+        return len(starts) >= 2 and not any(l.colon for labs in heads for l in labs)
 
     def _column(self, fl: FoundLabel) -> tuple[float, float]:
         h = self.heights[fl.line.page]
@@ -368,6 +417,13 @@ class Extractor:
             if gap > (3.0 if direction > 0 else 2.0) * h:
                 break
             ws = [w for w in other.words if left <= w.x0 < right]
+            if not ws and leads(fl.seg.text, fl.label) and fl.seg_index > 0:
+                # the head sits well right of its value's left edge (a wide cell, a centred head):
+                # the one cell that starts between the previous head and this one is the value
+                floor = max(fl.line.segments[fl.seg_index - 1].x1 + 0.5 * h, fl.x0 - 6 * h)
+                inside = [sg for sg in other.segments if floor <= sg.x0 < left]
+                if len(inside) == 1:
+                    ws = [w for w in inside[0].words if w.x0 < right]
             if not ws:
                 continue
             if whole_lines:
@@ -376,7 +432,7 @@ class Extractor:
                 first = next((s for s in other.segments if ws[0] in s.words), None)
                 if first is not None:
                     ws = [w for w in first.words if w.x0 >= ws[0].x0]
-            elif fl.label.start == 0:
+            elif leads(fl.seg.text, fl.label):
                 # a centred column head over a left-aligned value: the cell that runs into the
                 # column from the left (but not from the previous head's side) is the value
                 first = next((s for s in other.segments if ws[0] in s.words), None)
@@ -389,7 +445,7 @@ class Extractor:
                 break
             text = " ".join(w.text for w in ws)
             labs = find_labels(text)
-            if labs and (labs[0].start == 0 or direction < 0):
+            if labs and (leads(text, labs[0]) or direction < 0):
                 break
             if labs:
                 text = text[:labs[0].start]
@@ -473,11 +529,21 @@ class Extractor:
             order = fl.line.number * 10000 + fl.x0
             if target == "insurance_payer_known":
                 target = "insurance_payer"
+            if target == "subscriber":
+                target = "insurance_member_id"
+                how_penalty *= 0.8           # "Subscriber: W123...": an id there is the member's, below a labelled one
             if target == "cover_from":
                 target = "referring_provider_name"
                 how_penalty *= 0.6           # "From: Dr. Alan Brooks" names the sender, below a labelled one
             self.ev.add(Candidate(target, value, score * how_penalty, valid, mean_conf(span.words), order,
                                   f"label:{span.how}"))
+            if target == "insurance_payer":
+                # "Ins Ambetter #33580167480": shorthand puts the member id right after the plan
+                after = re.search(r"\s#\s?([A-Za-z0-9][A-Za-z0-9\-]{4,})", span.text)
+                ident = _member(after.group(1)) if after else None
+                if ident and sum(c.isdigit() for c in ident[0]) >= 5:
+                    self.ev.add(Candidate("insurance_member_id", ident[0], score * how_penalty * 0.8, ident[1],
+                                          mean_conf(span.words), order, "after_payer"))
             if target == "patient_dob":
                 # "DOB 4/5/77 M": a lone sex letter right after the birth date
                 after = re.search(r"\d\s+(M|F|Male|Female|MALE|FEMALE)\b", span.text)
@@ -494,6 +560,11 @@ class Extractor:
 
 
 # ---------------------------------------------------------------- value parsers: text -> (value, validity)
+
+def leads(text: str, lab: Label) -> bool:
+    """The label opens its cell: nothing but rule debris ("_Member ID", "'Patient") before it."""
+    return lab.start == 0 or text[:lab.start].strip(JUNK) == ""
+
 
 def _bare_id(text: str, lab: Label) -> bool:
     """ "ID" alone, no colon: a row head only first on its line, and only for insurance."""
@@ -610,8 +681,17 @@ def _member(text: str):
     return identifiers.fix_id_ocr(ident), 0.9
 
 
+def _subscriber_id(text: str):
+    """An id right after "Subscriber" (a name there is the subscriber, not an id): at least 5 digits."""
+    first = text.strip(" :#").split()[:1]
+    ident = identifiers.parse_identifier(first[0], min_len=5) if first else None
+    if not ident or sum(c.isdigit() for c in ident) < 5 or PHONE_SHAPED.match(ident):
+        return None
+    return identifiers.fix_id_ocr(ident), 0.9
+
+
 def _payer(text: str):
-    text = re.split(r"(?<=[a-z)])\.\s+(?=[A-Z])|\s{3,}", text)[0]   # prose runs on: "Oscar Health. Our ..."
+    text = re.split(r"(?<=[a-z)])\.\s+(?=[A-Z])|\s{3,}|\s+#|\s*\(", text)[0]   # prose runs on: "Oscar Health. Our ...", "Aetna #W1..."
     got = payers.match_payer(text)
     return (got[0], got[1]) if got else None
 
@@ -665,27 +745,35 @@ PARSERS = {
     "patient_name": _name, "patient_family_name": _single_name, "patient_given_name": _single_name,
     "patient_dob": _dob, "patient_sex": _sex, "patient_phone": _phone, "patient_mrn": _mrn,
     "insurance_payer": _payer, "insurance_payer_known": _payer_known, "insurance_member_id": _member, "referring_provider_name": _provider_name,
-    "cover_from": _provider_name, "referring_provider_npi": _npi, "referring_practice_phone": _phone, "referring_practice_fax": _phone,
+    "cover_from": _provider_name, "subscriber": _subscriber_id, "referring_provider_npi": _npi, "referring_practice_phone": _phone, "referring_practice_fax": _phone,
     "referred_to_specialty": _specialty, "urgency": _urgency, "diagnosis_codes": _codes, "reason": _reason,
 }
 
 
 # ---------------------------------------------------------------- the result
 
-def _order_by_courtesy_title(name: tuple[str, str], text: str) -> tuple[str, str]:
+def _order_by_courtesy_title(name: tuple[str, str], text: str, titles: str = r"Dr\.?") -> tuple[str, str]:
     """(given, family) turned round when the document itself says otherwise: "BROOKS ALAN MD"
     read as Brooks Alan, while elsewhere the page says "Dr. Alan" never but "Dr. Brooks" once.
-    A title is followed by a family name (or a full given-first name), never a lone given name."""
+    A title is followed by a family name (or a full given-first name), never a lone given name.
+    `titles` is "Dr." for the referrer, "Mr./Mrs./Ms." for the patient ("PT: SMITH JOHN", "Mr. Smith")."""
     given, family = name
     if " " in given or " " in family:
         return name
     def titled(word: str) -> bool:
         # "Dr. Brooks asks" counts, "Dr. Alan Brooks" (a capitalised word or initial follows) does not
-        return re.search(r"(?i:\bDr\.?\s+" + re.escape(word) + r"\b)(?!\.?\s+[A-Z])", text) is not None
+        other = family if word == given else given
+        return re.search(r"(?i:\b(?:" + titles + r")\s+" + re.escape(word) + r"\b)(?!\.?\s+[A-Z])(?!(?i:\.?\s+" + re.escape(other)
+                         + r"\b))", text) is not None
     if titled(given) and not titled(family):
         return family, given
     return name
 
+
+# fields whose value has a shape of its own: what parses there tells a value from a neighbour's
+SHAPED_VALUES = {"patient_dob", "patient_sex", "patient_phone", "referring_practice_phone", "referring_practice_fax",
+                 "referring_provider_npi", "referred_to_specialty", "urgency", "diagnosis_codes", "insurance_payer_known",
+                 "referring_provider_name", "patient_name", "patient_family_name", "patient_given_name"}
 
 COMPOUND_JOIN = re.compile(r"[\s/&,+(]*(?:and\s*)?", re.I)
 NAME_TARGETS = {"patient_name", "referring_provider_name", "cover_from", "patient_family_name", "patient_given_name"}
@@ -735,6 +823,11 @@ def extract_fields(pages: list[Page]) -> dict:
         out[name] = value
         confidence[name] = round(max(0.0, min(1.0, best.score * best.valid * (0.4 + 0.6 * best.conf))), 2)
         how[name] = best.how
+    if out["patient_given_name"] and out["patient_family_name"]:
+        turned = _order_by_courtesy_title((out["patient_given_name"], out["patient_family_name"]), ev.text,
+                                          r"Mr|Mrs|Ms|Miss|Mr\.|Mrs\.|Ms\.")
+        if turned != (out["patient_given_name"], out["patient_family_name"]):
+            out["patient_given_name"], out["patient_family_name"] = turned
     out["confidence"] = confidence
     out["evidence"] = how
     return out

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 _ = None
 PT = r"(?:patient'?s?|pt\.?|client|member)"
-REF = r"(?:referring|ref\.?|referral|requesting|ordering|sending)"
+REF = r"(?:referring|ref\.?|referral|requesting|ordering|sending)(?:\s*(?:/|\()\s*(?:referring|ordering|requesting)\s*\)?)?"
 DOC = r"(?:provider|prov\.?|physician|phys\.?|doctor|dr\.?|md\s*/\s*do|md|clinician|practitioner|prescriber)"
-PRACT = r"(?:practice|office|clinic|provider|physician|doctor|facility|sender'?s?|return|reply|callback|call\s*back)"
+PRACT = r"(?:direct|practice|office|ofc\.?|clinic|provider|prov\.?|physician|doctor|facility|dept\.?|department|sender'?s?|return|reply|callback|call\s*back)"
 
 LEXICON: list[tuple[str, str | None, str | None, int]] = [
     # --- patient
@@ -33,6 +33,7 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     # "Surname: Kelly / First: Robert", "Last Name | Jackson | First | Juan": the bare word
     # counts only with its colon or alone in its cell (strength 1, one word)
     (r"first|given", "patient_given_name", "patient", 1),
+    (r"m\.?\s?i\.?|middle(?:\s+(?:name|initial|init\.?))?|suffix", "middle", _, 1),
     (r"last|surname", "patient_family_name", "patient", 1),
     (rf"{PT}\s*\(\s*last\s*,\s*first(?:\s+name)?\s*\)", "patient_name", "patient", 2),
     (r"(?:re|regarding|subject|patient\s+re)", "patient_name", "patient", 0),
@@ -49,19 +50,19 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"(?:hosp\.?|hospital|unit|emr|ehr|clinic|facility|enterprise)\s*(?:id|#|no\b\.?|number\b|mrn)", "patient_mrn", "patient", 1),
     (r"(?:patient'?s?|pt\.?|client)\s*(?:id|identifier|account|acct\.?|#|no\.?|number)|mr\s+no\.?|hospital\s*(?:#|no\.?|number)|pid|acct\.?|account(?:\s+(?:#|no\.?|number))?", "patient_mrn", "patient", 1),
     # --- insurance
-    (r"(?:primary\s+|secondary\s+)?(?:insurance|ins\.?)\s*(?:carrier|company|plan|name|provider|payer|payor|co\.?)?(?:\s+name)?", "insurance_payer", "insurance", 1),
+    (r"(?:primary\s+|secondary\s+|pri\.?\s*|prim\.?\s*|sec\.?\s*)?(?:insurance|ins\.?)\s*(?:carrier|company|plan|name|provider|payer|payor|co\.?)?(?:\s+name)?", "insurance_payer", "insurance", 1),
     (r"plan|ins(?:urance)?\s*/\s*plan", "insurance_payer_known", "insurance", 0),   # "Plan:" is also a treatment plan
     (r"health\s+plan(?:\s+name)?|plan\s+name|(?:payer|payor|carrier)(?:\s+name)?|coverage|insurer", "insurance_payer", "insurance", 1),
-    (r"(?:member|mbr\.?|subscriber|policy|insurance|ins\.?|insured|beneficiary|medicaid|medicare|plan)\s*(?:id|identification|#|no\.?|number|num)(?:\s*(?:#|no\.?|number))?", "insurance_member_id", "insurance", 2),
+    (r"(?:(?:member|mbr\.?|subscriber|sub\.?|policy)\s*/\s*)?(?:member|mbr\.?|subscriber|sub\.?|subs\.?|policy|insurance|ins\.?|insured|beneficiary|medicaid|medicare|plan|certificate|cert\.?|contract)\s*(?:id|identification|#|no\.?|number|num)(?:\s*(?:#|no\.?|number))?|mbi|hicn|medicare\s+beneficiary\s+identifier", "insurance_member_id", "insurance", 2),
     (r"id\s*(?:#|no\.?|number)?|identification\s+(?:#|no\.?|number)", "id", _, 0),
     (r"group\s*(?:#|no\.?|number|id)?|grp\s*#?", None, "insurance", 1),
     # --- referring provider
     (rf"{REF}\s*{DOC}(?:\s*name)?|referred\s+by|referral\s+from|{REF}\s+(?:provider|physician)\s*/\s*practice", "referring_provider_name", "referring", 1),
-    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|ordering|requested\s+by|req(?:\.|uested)?\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider|author|authored\s+by|seen\s+by|dictated\s+by|note\s+by|provider\s+of\s+record|from\s+(?:provider|physician|dr\.?))", "referring_provider_name", "referring", 1),
+    (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|authoriz(?:ing|ed)\s+(?:provider|physician|prov\.?)|auth\.?\s+prov(?:ider)?\.?|ordered\s+by|requestor|requester|submitted\s+by|prescriber|ordering|requested\s+by|req(?:\.|uested)?\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider|author|authored\s+by|seen\s+by|dictated\s+by|note\s+by|provider\s+of\s+record|from\s+(?:provider|physician|dr\.?))", "referring_provider_name", "referring", 1),
     (rf"(?:{REF}\s*)?{DOC}\s+npi|{REF}\s+npi|npi\s*(?:#|no\.?|number|num)?|n\.p\.i\.?", "npi", _, 2),
     (rf"{REF}\s+(?:practice|office|clinic|facility)(?:\s+name)?|practice\s+name|clinic\s+name|office\s+name|facility", None, "referring", 1),
     (r"office|clinic|practice", "referring_practice_phone", "referring", 1),     # "Office: 555-..." (a name fails the phone parser)
-    (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?(?:phone|tel\.?|telephone|ph\.?)|(?:office|practice|clinic|provider|physician|doctor'?s?|callback|call\s*back)\s+(?:phone|tel\.?|telephone|ph\.?|#)", "referring_practice_phone", "referring", 1),
+    (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?(?:phone|tel\.?|telephone|ph\.?)|(?:office|ofc\.?|practice|clinic|provider|prov\.?|physician|doctor'?s?|dept\.?|department|callback|call\s*back)\s+(?:phone|tel\.?|telephone|ph\.?|#)", "referring_practice_phone", "referring", 1),
     (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?fax|{PRACT}\s+fax(?:\s*(?:#|no\.?|number))?|fax\s+back(?:\s+to)?|please\s+fax\s+(?:back|results|response)(?:\s+to)?|fax\s+(?:results|response|reply)\s+to", "referring_practice_fax", "referring", 1),
     (r"(?:provider|physician|doctor|practitioner|clinician)(?:\s+name)?", "name", "referring", 0),
     (r"referring|referred\s+by|ref\.?\s+by|ref\.?\s+dr\.?|referral\s+source|ordering\s*/\s*referring", "referring_provider_name", "referring", 1),
@@ -77,16 +78,18 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"(?:requested\s+)?special(?:i)?ty(?:\s+(?:requested|needed|referred\s+to|type))?|speciality|(?:requested\s+)?service(?:\s+requested)?|department|dept\.?|referral\s+type|consult\s+type|consultation\s+type|type\s+of\s+(?:referral|consult(?:ation)?|specialist)|spec\.?|svc\.?|referral(?:\s+for)?|consult(?:ation)?(?:\s+for)?", "referred_to_specialty", _, 1),
     (r"(?:referral\s+|request\s+)?(?:urgency|priority)(?:\s+level)?|urgency\s*/\s*priority|pri\.?|urg\.?|acuity", "urgency", _, 1),
     (r"assessment(?:\s*(?:and|&|/)\s*plan)?|impression|(?:active\s+)?problems?(?:\s+list)?|(?:medical\s+)?conditions?", "diagnosis_codes", "clinical", 1),
-    (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+|additional\s+|other\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*#?\s*[1-9](?![0-9.]))?(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
+    (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+|additional\s+|other\s+|associated\s+|related\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*#?\s*[1-9](?![0-9.]))?(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
     (r"(?:billing\s+|dx\s+|diagnostic\s+)?codes?", "diagnosis_codes", _, 1),    # "Codes: E11.9, I10" (a colon or its own cell)
-    (r"reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
+    (r"(?:hx|history)\s*/\s*reason|reason\s*/\s*(?:hx|history|indication)|rsn|reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
     # --- sections without a field of their own
     (rf"{PT}\s+(?:information|info|demographics|details|data)|demographics|patient\s+/\s+member", None, "patient", 1),
     (rf"{REF}\s+(?:provider|physician|practice|office|clinic|source)(?:\s+information)?|{REF}\s+information", None, "referring", 1),
     (r"(?:provider|physician|prescriber|practitioner|clinician)\s+(?:information|info|details)|referred\s+from", None, "referring", 1),
     (r"from|sender|sent\s+by", "cover_from", "referring", 1),     # cover sheet: a provider's name, or a practice's
+    (r"(?:servicing|receiving|accepting|consulting|rendering\s+specialist|referred[\s\-]+to)\s+(?:provider|physician|practitioner|doctor|specialist|practice|facility|md)(?:\s+(?:information|info|name|details))?", None, "to", 1),
     (r"to|recipient|attn\.?|attention|consultant|specialist|receiving\s+(?:provider|practice|clinic)|referred\s+to\s+provider|(?:specialist|consultant)\s+information", None, "to", 1),
     (r"(?:insurance|coverage|payer|billing)\s+(?:information|info|details)", None, "insurance", 1),
+    (r"subscriber|insured|policy\s*holder", "subscriber", "other", 1),
     (r"(?:subscriber|policy\s*holder|guarantor|insured|responsible\s+party|emerg(?:ency|\.)?\s+contact|next\s+of\s+kin|contact\s+person|caregiver|parent|guardian)(?:\s+(?:information|name|info))?", None, "other", 1),
     (r"clinical\s+(?:information|details|summary)|medical\s+history|history|medications?|allergies|vitals", None, "clinical", 1),
 ]
@@ -105,7 +108,7 @@ GENERIC = {
     "id": {"patient": "patient_mrn", "insurance": "insurance_member_id"},
 }
 
-TAIL = r"(?:\s*\(\s*s\s*\))?(?:\s*\((?:last|first|mm|dd|yyyy|m/f|if|home|cell|print|name|npi)[^)]{0,30}\))?\s*(?:#|no\b\.?|number\b|num\b\.?|nbr\b)?\s*([:;=\u2019]|\.(?=\s)|-(?=\s)|#)?"
+TAIL = r"(?:\s*\(\s*s\s*\))?(?:\s*\((?:last|first|mm|dd|yyyy|m/f|if|home|cell|print|name|npi|icd)[^)]{0,30}\))?\s*(?:#|no\b\.?|number\b|num\b\.?|nbr\b)?\s*([:;=\u2019]|\.{2,}|-{2,}|_{3,}|\.(?=\s)|-(?=\s)|#)?"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,12 @@ NUMERIC_FIELDS = {"phone", "fax", "patient_phone", "referring_practice_phone", "
 # "Sex F" on a dense line: a sex label needs no colon when a sex value follows it
 SEX_VALUE = re.compile(r"(?:m|f|male|female|x|u|unknown)\b", re.I)
 
+# "Dx M10.9", "ICD E119": a diagnosis label needs no colon when a code follows it
+CODE_VALUE = re.compile(r"[\s|=\-]*[A-Z$][0-9OIlSB]{2}(?:\.[0-9A-Z]{1,4}|[0-9A-Z]{1,4})?\b")
+
+# two-letter heads that stand alone in a table cell ("ID", "MI", "Dx"): labels, not values
+SHORT_HEADS = {"id", "mi", "dx", "ph"}
+
 # "Pt MILLER, JOHN" on a dense line: a patient label needs no colon when "FAMILY, Given" follows
 NAME_VALUE = re.compile(r"[A-Z][A-Za-z'\-]+,\s*[A-Z][A-Za-z'\-]+")
 
@@ -136,7 +145,8 @@ NAME_VALUE = re.compile(r"[A-Z][A-Za-z'\-]+,\s*[A-Z][A-Za-z'\-]+")
 def _known_payer(text: str) -> bool:
     """ "Ins Highmark": what follows a colon-less insurance label is a payer the list knows."""
     from ocr.fields.payers import match_payer       # deferred: the payer list loads on first use
-    got = match_payer(text[:60]) if text[:1].isupper() else None
+    text = re.split(r"\s*[#(,;]|\.\s|\s\d", text[:60])[0]    # "Ins Ambetter #3358...", "Ins Cigna, ID ..."
+    got = match_payer(text) if text[:1].isupper() else None
     return bool(got and got[1] >= 0.9)
 
 
@@ -169,6 +179,8 @@ def _header_row(text: str) -> list[Label] | None:
             return None
         out += _split_head(text, best)
         pos = best.end
+        if len(out) == 2 and pos >= len(text.rstrip(JUNK)) and any(l.field is None for l in out):
+            return None      # "SPECIALIST REFERRAL", "PATIENT INFORMATION": a title, not two column heads
 
 
 def _split_head(text: str, lab: Label) -> list[Label]:
@@ -229,11 +241,14 @@ def _find_labels(text: str) -> list[Label]:
                 or (field == "insurance_payer" and _known_payer(rest)) \
                 or (field == "patient_name" and at_start and NAME_VALUE.match(rest) is not None) \
                 or (mm.group(0).rstrip().endswith("#") and (field in NUMERIC_FIELDS or field == "id")
-                    and re.match(r"\s*[A-Za-z0-9\-]*\d", after) is not None)
+                    and re.match(r"\s*[A-Za-z0-9\-]*\d", after) is not None) \
+                or (field == "diagnosis_codes" and CODE_VALUE.match(after) is not None)
             if strength == 0 and not (colon or (at_start and not rest)) and not shaped:
                 continue
-            if mm.end(0) - pos <= 2 and not colon and not (field == "id" and at_start and not rest):
-                continue                       # "F", "P", "T" are labels only as "F:" (else a value); "ID" alone in its cell is a column head
+            if mm.end(0) - pos <= 2 and not colon and not (re.sub(r"[^a-z]", "", mm.group(0).lower()) in SHORT_HEADS
+                                                           and at_start and not rest) \
+                    and not (field == "diagnosis_codes" and shaped):
+                continue                       # "F", "P", "T" are labels only as "F:" (else a value); "ID", "MI", "Dx" alone in their cell are column heads
             if strength == 1 and not (colon or at_start or shaped):
                 continue
             if not at_start and strength < 2 and mm.group(1) not in (":", ";", "=", "#", "\u2019") and not shaped:

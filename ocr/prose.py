@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import datetime as dt
 
-from ocr.fields import choices, dates, icd10, identifiers, names, phones, specialty
+from ocr.fields import choices, dates, icd10, identifiers, names, payers, phones, specialty
 from ocr.model import CHECKED, UNCHECKED
 
 TITLE_SEX = {"mr": "M", "mrs": "F", "ms": "F", "miss": "F"}
@@ -38,11 +38,18 @@ def _nlp():
             {"LOWER": {"IN": ["patient", "pt", "pleasant"]}, "OP": "?"},
             {"LOWER": {"IN": ["patient", "pt"]}, "OP": "?"},
             {"TEXT": {"IN": [",", ":"]}, "OP": "?"}]
+    # "your cardiology evaluation of Jane Doe", "assessment of my patient, John Smith"
+    lead_of = [{"LOWER": {"IN": ["evaluation", "evaluate", "assessment", "consultation", "exam", "examination"]}},
+               {"LOWER": {"IN": ["of", "for"]}},
+               {"LOWER": {"IN": ["my", "our", "this", "the", "a", "your", "mutual"]}, "OP": "?"},
+               {"LOWER": {"IN": ["patient", "pt", "pleasant"]}, "OP": "?"},
+               {"TEXT": {"IN": [",", ":"]}, "OP": "?"}]
     for tok in (name_tok, upper_tok):
         full = [tok, initial, dot, tok] , [tok, tok], [tok, tok, tok]
         for body in full:
             body = [b for b in body]
-            matcher.add("PATIENT_LEAD", [lead + [title, dot] + body, lead + body])
+            matcher.add("PATIENT_LEAD", [lead + [title, dot] + body, lead + body, lead_of + [title, dot] + body,
+                                         lead_of + body])
             matcher.add("PATIENT_TITLE", [[title, dot] + body])
             matcher.add("PATIENT_AGE", [body + [{"TEXT": ",", "OP": "?"}, {"LOWER": {"IN": ["a", "an"]}},
                                                 {"LIKE_NUM": True}]])
@@ -71,7 +78,7 @@ def _person_from_span(span) -> tuple[tuple[str, str] | None, str | None]:
     for t in reversed(toks):
         if t.lower().strip(".") in TITLE_SEX or t in (",", ":") or t.lower() in (
                 "referring", "refer", "referred", "seeing", "see", "sending", "evaluate", "regarding", "re",
-                "patient", "pt", "my", "our", "this", "the", "a", "an", "your", "mutual", "pleasant", "consult"):
+                "patient", "pt", "my", "our", "this", "the", "a", "an", "your", "mutual", "pleasant", "consult", "of", "for"):
             break
         body.append(t)
     body.reverse()
@@ -197,6 +204,11 @@ def _fax_header(x) -> None:
                                line.number * 10000, "fax_header"))
 
 
+_NAME_WORD = r"(?:[A-Z][a-z][A-Za-z'\-]*|[A-Z]{2,}[A-Z'\-]*)"
+NAME_BEFORE_DOB = re.compile(
+    r"(?<![A-Za-z.])(" + _NAME_WORD + r"(?:\s+[A-Z]\.?)?\s+" + _NAME_WORD + r"|" + _NAME_WORD + r",\s*" + _NAME_WORD
+    + r"(?:\s+[A-Z]\.?)?)\s*[,(]?\s*(?:DOB|D\.O\.B\.?|born|date of birth)\b")
+
 REFERRED_BY = re.compile(
     r"\b(?:referred|sent)\s+(?:to\s+(?:you|us)\s+)?by\s+(?:(?:Dr\.?|Doctor|DR\.?)\s+)?"
     r"((?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-zA-Z'\-]+|[A-Z]\.)){1,2}(?:,?\s+(?:M\.?D|D\.?O|NP|PA-C|FNP)\b)?)")
@@ -307,11 +319,21 @@ def _letter(x, lines) -> None:
         x.ev.add(Candidate("reason", m.group(1).strip(" ,"), 0.8, 1.0, conf, order0 + m.start(), "letter_label"))
     # the colon may come out of the fax as a full stop: "Relevant diagnoses. H35.30 ..."
     m = re.search(r"\b(?:diagnos[ie]s|dx|icd[\s\-]*10(?:\s+codes?)?)\s*(?:[:;\-]|\.(?=\s*[A-Z$][0-9OIl]{2}))\s*(.{3,400}?)(?:\.\s+[A-Z]|$)", text, re.I)
+    if not m:
+        # "Dx N83209 N920 N946." with no colon: only the run of codes right after the word
+        m = re.search(r"\b(?i:dx|icd[\s\-]*10)\s+((?:[A-Z$0-9][0-9OIlSB]{2}[0-9A-Z.]{0,5}(?:[\s,;/]+|\.?$|\.(?=\s)))+)", text)
     if m:
         codes = icd10.find_codes(m.group(1), labelled=True)
         if codes:
             x.ev.add(Candidate("diagnosis_codes", codes, 0.9 + 0.01 * len(codes), 1.0, conf, order0 + m.start(),
                                "letter_label"))
+    # "She is insured by Blue Cross Blue Shield (member ID ...)", "covered through Aetna."
+    m = re.search(r"\b(?:insured|covered|enrolled)\s+(?:by|through|with|under|in)\s+(?:the\s+)?([A-Z][^.;:(]{2,60}?)"
+                  r"(?=\s*\(|\s*[.,;]|\s+(?:plan\s+)?(?:member|id|policy|subscriber|#)\b|$)", text)
+    if m:
+        got = payers.match_payer(m.group(1))
+        if got and got[1] >= 0.85:
+            x.ev.add(Candidate("insurance_payer", got[0], 0.6, got[1], conf, order0 + m.start(), "letter"))
     m = re.search(r"\b(?:patient|she|he|they)\b[^.]{0,40}?\b(?:reached|contacted|called)\s+(?:at|on)\s+", text, re.I)
     if m:
         found = phones.find_phones(text[m.end():m.end() + 25])
@@ -324,6 +346,13 @@ def _letter(x, lines) -> None:
                           flags=re.I)[0].strip(" ,")
         if len(reason) > 3:
             x.ev.add(Candidate("reason", reason, 0.4, 1.0, conf, order0 + m.start(), "letter"))
+    # "for ABIGAIL PHILLIPS, DOB 10-8-99", "RE: John Q. Smith (DOB ...)": the name just before a birth date
+    m = NAME_BEFORE_DOB.search(text)
+    if m and not re.search(r"\b(?:Dr|Doctor)\.?\s*$", text[:m.start(1)]):
+        got = names.split_name(m.group(1))
+        if got:
+            x.ev.add(Candidate("patient_given_name", got[0], 0.6, 1.0, conf, order0 + m.start(), "before_dob"))
+            x.ev.add(Candidate("patient_family_name", got[1], 0.6, 1.0, conf, order0 + m.start(), "before_dob"))
     m = re.search(r"\b(?:DOB|D\.O\.B\.?|born(?:\s+on)?|date\s+of\s+birth)[:\s]+([^,;()]{6,20})", text, re.I)
     if m:
         from ocr.fields import dates

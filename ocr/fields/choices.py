@@ -103,4 +103,8 @@ def parse_sex(text: str) -> str | None:
     first = re.sub(r"^[^A-Za-z0-9\u2610\u2612]+", "", text).split()
     if not first:
         return None
-    return _classify(re.split(r"[/(]", first[0])[0], SEX_WORDS)
+    word = re.split(r"[/(]", first[0])[0]
+    got = _classify(word, SEX_WORDS)
+    if got is None and re.fullmatch(r"[Il1|\[][MF]", word):
+        got = _classify(word[1], SEX_WORDS)    # "IF": a cell's left rule read as a letter before the value
+    return got

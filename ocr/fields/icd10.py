@@ -10,11 +10,11 @@ import gzip
 import re
 from functools import lru_cache
 
-CODE_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z0-9$\u00a3\u20ac][0-9OoIlSZB&][0-9A-Z&](?:\s?\.\s?[0-9A-Z]{1,4}|,(?=\S)[0-9A-Z]{1,4}|[0-9A-Z]{1,4})?)(?![A-Za-z0-9])")
-LETTER_FOR = {"1": "I", "0": "O", "5": "S", "8": "B", "2": "Z", "6": "G"}
-FIRST_ALTERNATIVES = {"$": "JS", "\u00a3": "E", "\u20ac": "E", "1": "ILJ", "0": "OD", "5": "S", "8": "B", "2": "Z", "6": "G", "I": "J", "J": "I",
+CODE_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z0-9$\u00a3\u20ac\[|][0-9OoIlSZB&][0-9A-Z&](?:\s?\.\s?[0-9A-Z]{1,4}|,(?=\S)[0-9A-Z]{1,4}|[0-9A-Z]{1,4})?)(?![A-Za-z0-9])")
+LETTER_FOR = {"1": "I", "0": "O", "5": "S", "8": "B", "2": "Z", "6": "G", "[": "I", "|": "I"}
+FIRST_ALTERNATIVES = {"[": "IJ", "|": "IJ", "$": "JS", "\u00a3": "E", "\u20ac": "E", "1": "ILJ", "0": "OD", "5": "S", "8": "B", "2": "Z", "6": "G", "I": "J", "J": "I",
                       "S": "J"}
-SPLIT_TAIL = re.compile(r" ([0-9]{1,4})(?![A-Za-z0-9.,])")
+SPLIT_TAIL = re.compile(r" ([0-9]{1,4})(?![A-Za-z0-9.]|,\S)")
 DIGIT_FOR = {"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "Z": "2", "B": "8", "&": "8"}
 
 
@@ -90,6 +90,9 @@ def find_codes(text: str, labelled: bool = False) -> list[str]:
         if not has_dot and not re.search(r"[A-Z]", raw[0]) and not (labelled or boxed):
             continue
         code = repair(raw) if has_dot else (raw if is_valid(raw) and raw[0].isalpha() else None)
+        if code is None and not has_dot and labelled and len(raw) >= (5 if raw.isdigit() else 4) \
+                and not re.match(r"[/\-.:]", text[m.end():m.end() + 1]) and not (m.start() and text[m.start() - 1] in "/-.:"):
+            code = repair(raw)            # "64733" under a diagnosis label: G4733 with G/6 confused, dot left out
         if code and (has_dot or len(code) >= 3) and code not in out:
             if not has_dot and not code[0].isalpha():
                 continue

@@ -53,7 +53,9 @@ def parse_identifier(text: str, min_len: int = 4) -> str | None:
     ("W 1234 5678") are joined when every group is short and alphanumeric.
     """
     text = re.sub(r"^\s*(?:#|no\.?|number|num)\s*[:.]?\s*", "", text.strip(" :#.|"), flags=re.I)
-    tokens = [t.strip(".,;:()[]|") for t in text.split()]
+    tokens = [t.strip(".,;:()[]|_\u2018\u2019\u201c\u201d'\"") for t in text.split()]
+    # "$92096248": a fax's 5 (or S) read as a dollar sign at the start of an id
+    tokens = [("5" if t[1:2].isdigit() else "S") + t[1:] if t.startswith("$") and len(t) > 4 else t for t in tokens]
     tokens = [t for t in tokens if t]
     for i, tok in enumerate(tokens[:4]):
         if tok.lower() in _NOT_ID:

@@ -70,7 +70,7 @@ def split_name(text: str) -> tuple[str, str] | None:
         return None
     text = re.sub(r"\s+", " ", text.replace("\u2019", "'")).strip(" ,;:-|")
     text = re.sub(r"\b([A-Z])\.(?=[A-Z][a-z])", r"\1. ", text)          # "K.Wood" -> "K. Wood"
-    text = re.sub(r"\([^)]*\)", " ", text)                      # nicknames, (patient)
+    text = re.sub(r"\([^)]*\)|\"[^\"]{1,15}\"|\u201c[^\u201d]{1,15}\u201d", " ", text)   # nicknames "Bob", (patient)
     text = re.sub(r"\s+,", ",", text)                                     # "Brooks , Alan"
     text = re.sub(r"^(?:dr|doctor)\s*[.,]\s*(?=[A-Z])", "", text, flags=re.I)   # "Dr,Alan Brooks", "Dr.Alan Brooks"
     first = re.match(r"([A-Za-z'\-]{2,})\.\s+(?=[A-Za-z])", text)
