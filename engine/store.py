@@ -1,15 +1,17 @@
 """The engine's store: the message journal (and, as the engine grows, referrals and queues).
 
-SQLite in WAL mode is the embedded default. One writer connection belongs to
-the group-commit thread (`append_frames`); readers (CLI, processor, web) open
-their own connections, which WAL lets run beside the writer.
+SQLite in WAL mode is the embedded default; PostgreSQL serves several nodes
+(engine/db.py: one interface, the same SQL). One writer connection per engine
+belongs to the group-commit thread (`append_frames`); readers (CLI, processor,
+web) open their own connections, which WAL (or PostgreSQL) lets run beside it.
 
 Durability: `synchronous=FULL` (the default) fsyncs the WAL at every commit, so a
 message whose ACK said AA survives a crash of the process *and* of the machine.
 `NORMAL` survives a process crash but may lose the last commits on power loss.
 
-Schema changes are numbered migrations (PRAGMA user_version); a database from
-an older release is upgraded at open, and a newer one is refused by name.
+Schema changes are numbered migrations (SQLite: PRAGMA user_version; PostgreSQL:
+the schema_version table); a database from an older release is upgraded at open,
+and a newer one is refused by name.
 """
 from __future__ import annotations
 
@@ -174,7 +176,7 @@ def migrate(conn, location) -> None:
 
 
 class Journal:
-    """Reads and writes of the message journal over one SQLite connection."""
+    """Reads and writes of the message journal over one store connection (SQLite or PostgreSQL)."""
 
     def __init__(self, location: backend.Location, synchronous: str = "FULL", duplicate_window_hours: float = 168.0,
                  readonly: bool = False, referral_rules=None, after_apply=None, node: str | None = None):
