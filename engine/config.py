@@ -238,6 +238,8 @@ class StoreConfig(_Strict):
     synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
     duplicate_window_hours: float = Field(default=168.0, ge=0)
     group_commit_max: int = Field(default=512, ge=1, le=100_000)
+    pool_size: int = Field(default=8, ge=1, le=200, description="PostgreSQL: most connections the dashboard's "
+                           "process holds (a pool shared by its request threads)")
     node: str | None = Field(default=None, description="this engine's name among the nodes sharing a PostgreSQL "
                              "store (claims and leases); default: host name + data folder")
 

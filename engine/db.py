@@ -260,6 +260,32 @@ def connect_postgres(url: str, readonly: bool = False) -> PgConnection:
     return PgConnection(raw, readonly)
 
 
+class PgPool:
+    """A pool of connections to one PostgreSQL store for a process with many threads (the dashboard):
+    `take()` lends a connection (checked alive first: a restarted server costs one reconnect, not an
+    error), `give(conn)` returns it. At most `max_size` connections, however many threads ask;
+    a thread that finds none free waits up to 30 s, then gets psycopg_pool.PoolTimeout."""
+
+    def __init__(self, url: str, max_size: int = 8):
+        from psycopg_pool import ConnectionPool
+        self.url = url
+        self._pool = ConnectionPool(url, min_size=1, max_size=max_size, name="engine-store", open=True,
+                                    kwargs={"autocommit": True, "row_factory": _row_factory, "connect_timeout": 10},
+                                    configure=_adapt, check=ConnectionPool.check_connection)
+
+    def take(self) -> PgConnection:
+        return PgConnection(self._pool.getconn())
+
+    def give(self, conn: PgConnection) -> None:
+        self._pool.putconn(conn.raw)     # a connection left inside a transaction is rolled back first
+
+    def stats(self) -> dict:
+        return self._pool.get_stats()
+
+    def close(self) -> None:
+        self._pool.close()
+
+
 def connect(location: Location, synchronous: str = "FULL", readonly: bool = False):
     """A connection to the store at `location` (see the module doc). Readers pass readonly=True."""
     if is_postgres(location):

@@ -511,3 +511,19 @@ def test_fax_review_edit_accept_and_reject(app, config, tmp_path):
     assert rejected["status"] == "rejected"
     assert viewer.get(f"/api/referrals/{rejected['referral_id']}").json()["referral"]["status"] == "rejected"
     assert audit_rows(config, action="fax_accept", target_id=str(accept_id))[-1]["user"] == "cora"
+
+
+@pytest.mark.postgresql_only
+def test_requests_borrow_from_one_bounded_pool_and_give_the_connection_back(app, config):
+    """On PostgreSQL the dashboard's request threads share a pool of at most store.pool_size connections;
+    each request gives its connection back when it is answered, so many requests never hold more."""
+    from concurrent.futures import ThreadPoolExecutor
+    web = app.state.web
+    client = login(app, "vic")
+    with ThreadPoolExecutor(16) as threads:
+        codes = list(threads.map(lambda _: client.get("/referrals").status_code, range(64)))
+    assert codes == [200] * 64
+    stats = web.pool.stats()
+    assert stats["requests_num"] >= 64
+    assert 1 <= stats["pool_size"] <= config.store.pool_size == 8
+    assert stats["pool_available"] == stats["pool_size"]        # every connection is back in the pool

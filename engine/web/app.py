@@ -9,6 +9,7 @@ Pages send `Cache-Control: no-store` and a strict Content-Security-Policy (no in
 """
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import logging
 import secrets
@@ -24,13 +25,15 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from engine.config import EngineConfig
-from engine.db import store_errors
+from engine.db import PgPool, is_postgres, store_errors
 from engine.store import connect, migrate
 from engine.web import audit, users
 from engine.web.auth import (LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginRequired, Principal, Sessions, forbid,
                              identify, load_secret)
 
 log = logging.getLogger("engine.web")
+# Web.conn() inside a request on PostgreSQL: the pooled connection lent to this request (set by the middleware)
+_LENT: contextvars.ContextVar[list | None] = contextvars.ContextVar("lent_connection", default=None)
 HERE = Path(__file__).resolve().parent
 
 
@@ -43,6 +46,8 @@ class Web:
         web = config.web
         self.sessions = Sessions(load_secret(config.data_dir), web.session_hours * 3600, web.cookie_secure)
         self._local = threading.local()
+        # PostgreSQL: request threads borrow from one pool (store.pool_size) for the length of a request
+        self.pool = PgPool(str(self.db_path), config.store.pool_size) if is_postgres(self.db_path) else None
         conn = connect(self.db_path)
         try:
             migrate(conn, self.db_path)      # a no-op when the engine opened the store first
@@ -52,6 +57,11 @@ class Web:
         self.templates.env.globals["roles_may"] = lambda p, perm: p is not None and p.may(perm)
 
     def conn(self) -> sqlite3.Connection:
+        lent = _LENT.get()
+        if self.pool is not None and lent is not None:     # inside a request: one pooled connection for it
+            if not lent:
+                lent.append(self.pool.take())
+            return lent[0]
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = connect(self.db_path, self.config.store.synchronous)
@@ -98,7 +108,14 @@ def create_app(config: EngineConfig) -> FastAPI:
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
-        response = await call_next(request)
+        lent: list = []                   # the request's pooled connection, given back when it is answered
+        token = _LENT.set(lent)
+        try:
+            response = await call_next(request)
+        finally:
+            _LENT.reset(token)
+            for conn in lent:
+                web.pool.give(conn)
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
