@@ -43,6 +43,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._stopping = False
         self.journal: Journal | None = None
+        self.background_journal: Journal | None = None   # PostgreSQL: the group committer's background lane
         self.committer: GroupCommitter | None = None
         self._processor_task: asyncio.Task | None = None
         self.web_side = None
@@ -65,8 +66,14 @@ class Engine:
             seconds = self.payer_desk.self_check()
             log.info("payer X12 checked", extra={"fields": {"ms": round(seconds * 1000, 1)}})
         self.after_apply = chain_after_apply(self.payer_desk, self.planner)
-        self.journal = Journal(config.store_location, config.store.synchronous, config.store.duplicate_window_hours,
-                               referral_rules=config.referrals, after_apply=self.after_apply, node=config.node_name)
+        def journal() -> Journal:
+            return Journal(config.store_location, config.store.synchronous, config.store.duplicate_window_hours,
+                           referral_rules=config.referrals, after_apply=self.after_apply, node=config.node_name)
+        self.journal = journal()
+        if is_postgres(config.store_location):
+            # referral updates and other background work wait for the cluster-wide write lock on their own
+            # connection and thread, never in front of the frames waiting for their ACK (engine/group_commit.py)
+            self.background_journal = journal()
         if any(c.transformer is not None for c in config.channels):
             # The writer validates diagnoses against ICD-10-CM, whose tables take ~2 s to load:
             # load them now, before any listener accepts, never inside a commit an ACK waits for
@@ -76,7 +83,8 @@ class Engine:
         # move it out of the collector's reach, or each full collection walks it (~150 ms) while
         # ACKs wait.
         gc.freeze()
-        self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max)
+        self.committer = GroupCommitter(self.journal.write, config.store.group_commit_max, write_background=(
+            self.background_journal.write if self.background_journal is not None else None))
         self.committer.start(asyncio.get_running_loop())
         self.delivery = DeliveryService(config, partial(self.committer.submit, background=True), planner=self.planner,
                                         on_response=self.payer_desk.delivery_handlers if self.payer_desk else None,
@@ -127,8 +135,9 @@ class Engine:
                 "transactions": c.batches, "messages": c.items,
                 "messages_per_transaction": round(c.items / c.batches, 1) if c.batches else 0,
                 "ms_per_transaction": round(c.write_seconds / c.batches * 1000, 2) if c.batches else 0}})
-        if self.journal is not None:
-            self.journal.close()
+        for journal in (self.journal, self.background_journal):
+            if journal is not None:
+                journal.close()
         log.info("engine stopped")
 
     async def _start_fax_channels(self) -> None:

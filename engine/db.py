@@ -39,6 +39,7 @@ Location = Union[Path, str]
 WRITE_LOCK = 0x52454657
 MIGRATION_LOCK = 0x5245464D
 CLAIM_LOCK = 0x52454643          # "REFC": claims of journal messages by nodes
+IDLE_IN_TRANSACTION_SECONDS = 60.0   # a session idle this long inside a transaction is ended (see _adapt)
 
 
 class StoreError(RuntimeError):
@@ -61,11 +62,38 @@ def sqlalchemy_url(location: Location) -> tuple[str, dict]:
 
 
 def describe(location: Location) -> str:
-    """The location for messages and logs: a PostgreSQL URL without its user and password."""
+    """The location for messages and logs: a PostgreSQL URL without its user and password (also a
+    `?password=` / `?user=` parameter: libpq takes those in the query string too)."""
     if is_postgres(location):
         scheme, _, rest = str(location).partition("://")
-        return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+        rest, _, query = rest.rsplit("@", 1)[-1].partition("?")
+        kept = [p for p in query.split("&") if p and p.split("=", 1)[0].lower() not in ("password", "user")]
+        return f"{scheme}://{rest}" + ("?" + "&".join(kept) if kept else "")
     return str(sqlite_file(location))
+
+
+def _redact(text: str, url: str) -> str:
+    """`text` (libpq's error, which may quote a piece of the URL it could not parse) without the URL's
+    password, as written or percent-decoded."""
+    from urllib.parse import unquote
+    rest = url.partition("://")[2]
+    userinfo, at, _ = rest.rpartition("@")
+    secrets = {userinfo.partition(":")[2]} if at else set()
+    secrets |= {p.split("=", 1)[1] for p in rest.partition("?")[2].split("&")
+                if p.split("=", 1)[0].lower() == "password" and "=" in p}
+    for secret in sorted(secrets | {unquote(x) for x in secrets}, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception for logs and API answers. A database error is named by class and SQLSTATE only:
+    PostgreSQL's message and DETAIL quote the values involved (`Key (patient_id)=(...)`: patient data)."""
+    if type(exc).__module__.startswith("psycopg"):
+        sqlstate = getattr(exc, "sqlstate", None)
+        return f"{type(exc).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
 
 
 def dialect(conn) -> str:
@@ -128,18 +156,23 @@ def _row_factory(cursor):
     return lambda values: tuple.__new__(cls, values)
 
 
-_TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|%|\bNOT\s+LIKE\b|\bLIKE\b|\bCOLLATE\s+NOCASE\b"
-                     r"|\bINDEXED\s+BY\s+\w+", re.I)
+# Text that is left as it is (only % doubled when parameters follow): comments, where a `?` or an
+# apostrophe (`-- the sender's id?`) is neither a parameter nor a quote; dollar-quoted bodies;
+# E'' strings with backslash escapes; quoted strings and names.
+_TEXT = r"--[^\n]*|/\*.*?\*/|\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$|\b[Ee]'(?:[^'\\]|\\.|'')*'" \
+        r"|'(?:[^']|'')*'|\"[^\"]*\""
+_TOKENS = re.compile(rf"(?P<text>{_TEXT})|\?|%|\bNOT\s+LIKE\b|\bLIKE\b|\bCOLLATE\s+NOCASE\b"
+                     r"|\bINDEXED\s+BY\s+\w+", re.I | re.S)
 
 
 @lru_cache(maxsize=2048)
 def translate(sql: str, with_params: bool = True) -> str:
     """SQLite-dialect statement text -> psycopg's: `?` -> %s (and % -> %% when parameters follow),
-    LIKE -> ILIKE, COLLATE NOCASE and INDEXED BY (SQLite's index hint) dropped. Quoted strings and names
-    are left as they are."""
+    LIKE -> ILIKE, COLLATE NOCASE and INDEXED BY (SQLite's index hint) dropped. Quoted strings and names,
+    comments and dollar-quoted text are left as they are."""
     def swap(m: re.Match) -> str:
         token = m.group(0)
-        if token[0] in "'\"":
+        if m.group("text") is not None:
             return token.replace("%", "%%") if with_params else token
         if token == "?":
             return "%s"
@@ -181,22 +214,68 @@ class PgCursor:
 
 
 class PgConnection:
-    """A psycopg connection with the sqlite3.Connection surface the engine uses (see the module doc)."""
+    """A psycopg connection with the sqlite3.Connection surface the engine uses (see the module doc).
+
+    A lost server connection (PostgreSQL restarted, fail-over) is opened again, when `url` is known,
+    only where nothing can be lost: at the next `BEGIN` or `SELECT` outside a transaction (tried once
+    more on a fresh connection: a `BEGIN` has nothing before it to lose, a read can run twice), a
+    `ROLLBACK`, or any statement outside a transaction once the loss is known. Inside a
+    transaction the loss is raised (StoreError), and so is a `COMMIT` that did not commit (the loss, or
+    a transaction PostgreSQL had aborted: it answers such a COMMIT with ROLLBACK, not an error), so a
+    caller never takes a rolled-back transaction for a committed one (an AA for a lost message)."""
     dialect = "postgresql"
 
-    def __init__(self, raw, readonly: bool = False):
+    def __init__(self, raw, readonly: bool = False, url: str | None = None):
         self.raw = raw
         self.readonly = readonly
+        self.url = url                 # to open again after a lost connection (None: a pool's, the pool does)
+        self._idle = True              # outside a transaction when last seen alive
         self.row_factory = None        # accepted and ignored: rows are always readable by index and name
 
+    @property
+    def lost(self) -> bool:
+        return self.raw.closed or self.raw.broken
+
+    def _reopen(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:          # already gone
+            pass
+        self.raw = _open_raw(self.url, self.readonly)
+        self._idle = True
+
     def execute(self, sql: str, params: Iterable[Any] | None = None) -> PgCursor:
+        import psycopg
         statement = sql.strip().upper()
+        begins = statement in ("BEGIN", "BEGIN IMMEDIATE")
+        retry = begins or statement.startswith("SELECT")
+        if self.lost:
+            if self.url is None or not (begins or statement == "ROLLBACK" or self._idle):
+                raise StoreError(f"{describe(self.url or '')}: connection to the store lost inside a transaction; "
+                                 "it was rolled back")
+            self._reopen()
+            if statement == "ROLLBACK":    # the server rolled it back when the connection went
+                return PgCursor(self.raw.cursor())
+        try:
+            cur = self._execute(statement, sql, params)
+        except psycopg.OperationalError:
+            if not (retry and self._idle and self.url is not None and self.lost):
+                self._idle = self.raw.info.transaction_status == _IDLE()
+                raise
+            self._reopen()         # the server went away while this connection was idle: once more
+            cur = self._execute(statement, sql, params)
+        self._idle = self.raw.info.transaction_status == _IDLE()
+        if statement in ("COMMIT", "END") and cur.statusmessage != "COMMIT":
+            raise StoreError("the transaction was rolled back, not committed (a statement in it had failed)")
+        return PgCursor(cur)
+
+    def _execute(self, statement: str, sql: str, params):
         if statement == "BEGIN IMMEDIATE":
             cur = self.raw.execute("BEGIN")
             self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            return PgCursor(cur)
+            return cur
         params = tuple(params) if params is not None else ()
-        return PgCursor(self.raw.execute(translate(sql, bool(params)), params or None))
+        return self.raw.execute(translate(sql, bool(params)), params or None)
 
     def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> PgCursor:
         cur = self.raw.cursor()
@@ -210,11 +289,11 @@ class PgConnection:
 
     def commit(self) -> None:        # sqlite3 compatibility: a no-op outside a transaction
         if self.in_transaction:
-            self.raw.execute("COMMIT")
+            self.execute("COMMIT")
 
     def rollback(self) -> None:
         if self.in_transaction:
-            self.raw.execute("ROLLBACK")
+            self.execute("ROLLBACK")
 
     def close(self) -> None:
         self.raw.close()
@@ -246,18 +325,32 @@ def _adapt(raw) -> None:
     for kind in (int, bool):
         raw.adapters.register_dumper(kind, Untyped)
     raw.adapters.register_loader("numeric", Number)
+    # A node frozen (VM paused, SIGSTOP, cut off) inside a BEGIN IMMEDIATE would hold the cluster-wide
+    # write lock until the server noticed the dead socket (hours): every node's writer, and so every
+    # ACK, would wait on it. The server ends such a session after this long idle inside a transaction
+    # (the engine never idles that long inside one); the frozen node's transaction rolls back, unACKed.
+    raw.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_SECONDS * 1000)}")
 
 
-def connect_postgres(url: str, readonly: bool = False) -> PgConnection:
+def _IDLE():
+    from psycopg.pq import TransactionStatus
+    return TransactionStatus.IDLE
+
+
+def _open_raw(url: str, readonly: bool):
     import psycopg
     try:
         raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+        _adapt(raw)
+        if readonly:
+            raw.execute("SET default_transaction_read_only = on")
     except psycopg.Error as exc:
-        raise StoreError(f"{describe(url)}: cannot open the store: {str(exc).strip()}") from None
-    _adapt(raw)
-    if readonly:
-        raw.execute("SET default_transaction_read_only = on")
-    return PgConnection(raw, readonly)
+        raise StoreError(f"{describe(url)}: cannot open the store: {_redact(str(exc).strip(), url)}") from None
+    return raw
+
+
+def connect_postgres(url: str, readonly: bool = False) -> PgConnection:
+    return PgConnection(_open_raw(url, readonly), readonly, url)
 
 
 class PgPool:

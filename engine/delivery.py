@@ -278,4 +278,4 @@ class DeliveryService:
                                     referral[0] if referral else "unknown",
                                     f"outbound #{row['id']} to {row['destination']} is dead after "
                                     f"{row['attempts'] + 1} attempt(s): {result.detail}", at)
-        outbound.release(conn, held, at)
+        outbound.release(conn, held, at, worker=self.worker_id)

@@ -16,6 +16,11 @@ waited `max_wait` seconds, so processing never starves: under full load it
 still gets one item per `max_wait`, delaying ACKs by one such transaction at
 most that often. (Several background items per transaction were tried: the
 outbound queue gained nothing measurable and ACK latency at 2,000 msg/s grew.)
+
+With `write_background` (PostgreSQL: a second connection) the background lane has its own
+thread and transactions, so frames never wait behind it: a referral update there holds the
+cluster-wide write lock (engine/db.py), which another node's update may hold for a while,
+and an ACK must not wait for that. SQLite has one writer, so it keeps the two lanes in one.
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ from typing import Any, Callable
 
 class GroupCommitter:
     def __init__(self, write_batch: Callable[[list[Any]], list[Any]], max_batch: int = 512,
-                 name: str = "group-commit", idle_gap: float = 0.002, max_wait: float = 0.05):
+                 name: str = "group-commit", idle_gap: float = 0.002, max_wait: float = 0.05,
+                 write_background: Callable[[list[Any]], list[Any]] | None = None):
         self._write_batch = write_batch
+        self._write_background = write_background
         self._max_batch = max_batch
         self._idle_gap = idle_gap
         self._max_wait = max_wait
@@ -41,6 +48,8 @@ class GroupCommitter:
         self._last_background = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._background_thread = threading.Thread(target=self._run_background, name=f"{name}-background",
+                                                   daemon=True) if write_background is not None else None
         self.batches = 0          # counters for logs and metrics
         self.items = 0
         self.write_seconds = 0.0
@@ -48,6 +57,8 @@ class GroupCommitter:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._thread.start()
+        if self._background_thread is not None:
+            self._background_thread.start()
 
     def submit(self, item: Any, background: bool = False) -> asyncio.Future:
         future = self._loop.create_future()
@@ -57,15 +68,17 @@ class GroupCommitter:
             else:
                 self._urgent.append((item, future))
                 self._last_urgent = time.monotonic()
-            self._cond.notify()
+            self._cond.notify_all()     # two threads may wait (the urgent and the background lane)
         return future
 
     async def close(self) -> None:
         """Commit everything already submitted, then stop the thread."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        if self._background_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._background_thread.join)
 
     def _next_batch(self) -> list | None:
         """Under the lock: the next transaction's items, or None to stop. Waits while there is nothing to do."""
@@ -73,7 +86,7 @@ class GroupCommitter:
             if self._urgent:
                 n = min(len(self._urgent), self._max_batch)
                 return [self._urgent.popleft() for _ in range(n)]
-            if self._background:
+            if self._background and self._write_background is None:
                 now = time.monotonic()
                 wait = min(self._last_urgent + self._idle_gap, self._last_background + self._max_wait) - now
                 if wait <= 0 or self._stopping:
@@ -85,22 +98,36 @@ class GroupCommitter:
                 return None
             self._cond.wait()
 
+    def _run_background(self) -> None:
+        """The background lane's own thread (with `write_background`): one item per transaction."""
+        while True:
+            with self._cond:
+                while not self._background and not self._stopping:
+                    self._cond.wait()
+                if not self._background:
+                    return
+                batch = [self._background.popleft()]
+            self._commit(batch, self._write_background)
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 batch = self._next_batch()
             if batch is None:
                 return
-            started = time.perf_counter()
-            try:
-                results = self._write_batch([item for item, _ in batch])
-                error = None
-            except Exception as exc:  # reported to every waiting submitter
-                results, error = None, exc
-            self.write_seconds += time.perf_counter() - started
-            self.batches += 1
-            self.items += len(batch)
-            self._loop.call_soon_threadsafe(_resolve, batch, results, error)
+            self._commit(batch, self._write_batch)
+
+    def _commit(self, batch: list, write: Callable[[list[Any]], list[Any]]) -> None:
+        started = time.perf_counter()
+        try:
+            results = write([item for item, _ in batch])
+            error = None
+        except Exception as exc:  # reported to every waiting submitter
+            results, error = None, exc
+        self.write_seconds += time.perf_counter() - started
+        self.batches += 1
+        self.items += len(batch)
+        self._loop.call_soon_threadsafe(_resolve, batch, results, error)
 
 
 def _resolve(batch: list, results: list | None, error: Exception | None) -> None:

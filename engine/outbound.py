@@ -170,12 +170,16 @@ def record_failure(conn: sqlite3.Connection, outbound_id: int, detail: str | Non
     return status
 
 
-def release(conn: sqlite3.Connection, ids: list[int], at: str | None = None) -> None:
-    """Give claimed rows back unsent (shutdown, or an earlier row of their key failed)."""
+def release(conn: sqlite3.Connection, ids: list[int], at: str | None = None, worker: str | None = None) -> None:
+    """Give claimed rows back unsent (shutdown, or an earlier row of their key failed). With `worker`,
+    only rows that worker still holds: a row whose lease ran out while this worker was slow may have been
+    claimed by another node since, and is being sent there (releasing it would let a third claim send it
+    again, out of order)."""
     at = at or now_iso()
+    mine = " AND claimed_by=?" if worker is not None else ""
     conn.executemany("UPDATE outbound SET status=CASE WHEN attempts>0 THEN 'error' ELSE 'queued' END, "
-                     "claimed_by=NULL, lease_until=NULL, updated_at=? WHERE id=? AND status='sending'",
-                     [(at, i) for i in ids])
+                     f"claimed_by=NULL, lease_until=NULL, updated_at=? WHERE id=? AND status='sending'{mine}",
+                     [(at, i, worker) if worker is not None else (at, i) for i in ids])
 
 
 def release_expired(conn: sqlite3.Connection, now: str | None = None, worker: str | None = None) -> int:

@@ -52,3 +52,33 @@ def test_background_work_waits_for_a_gap_in_urgent_traffic_but_is_never_starved(
     assert order.index("bg-1") > order.index("frame-3")   # it waited while frames kept coming ...
     assert order.index("bg-1") < order.index("frame-45")  # ... but not for the load to end (max_wait)
     assert order[-1] == "bg-2"
+
+
+def test_with_a_background_writer_frames_never_wait_behind_background_work():
+    """PostgreSQL's mode: background work (a referral update waiting for the cluster-wide write lock) runs
+    on its own thread and connection; frames keep being committed and answered meanwhile."""
+    import threading
+    held = threading.Event()           # the background writer is stuck (another node holds the lock)
+    frames: list[str] = []
+
+    def write_frames(items):
+        frames.extend(items)
+        return items
+
+    def write_background(items):
+        held.wait(10)
+        return [f"applied-{i}" for i in items]
+
+    async def main():
+        committer = GroupCommitter(write_frames, write_background=write_background)
+        committer.start(asyncio.get_running_loop())
+        background = [committer.submit(f"bg-{i}", background=True) for i in range(3)]
+        acked = await asyncio.wait_for(asyncio.gather(*[committer.submit(f"frame-{i}") for i in range(50)]), 5)
+        assert not any(b.done() for b in background)          # still waiting for the lock ...
+        held.set()                                               # ... which comes free
+        applied = await asyncio.wait_for(asyncio.gather(*background), 5)
+        await committer.close()
+        return acked, applied
+    acked, applied = run(main())
+    assert acked == [f"frame-{i}" for i in range(50)] and frames == acked
+    assert applied == ["applied-bg-0", "applied-bg-1", "applied-bg-2"]
