@@ -17,6 +17,7 @@ from typing import Callable
 
 from channels.mllp.framing import Frame, Junk, MLLPDecoder, Oversize, Truncated, frame
 from engine.config import Channel
+from engine.db import error_text
 from engine.group_commit import GroupCommitter
 from engine.intake import FrameIntake, acks, store_failed_acks, take_broken, take_frame
 
@@ -138,7 +139,7 @@ class _Connection(asyncio.Protocol):
         error = future.exception()
         if error is not None:
             log.error("journal write failed; answering AE", extra={"fields": {
-                "channel": self.listener.channel.name, "error": f"{type(error).__name__}: {error}"}})
+                "channel": self.listener.channel.name, "error": error_text(error)}})   # no values from the database
             payloads = store_failed_acks(intake, type(error).__name__)
         else:
             self.listener.on_committed()
