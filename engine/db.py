@@ -57,7 +57,7 @@ def sqlite_file(location: Location) -> Path:
 def sqlalchemy_url(location: Location) -> tuple[str, dict]:
     """(URL, engine options) for SQLAlchemy (the scheduler's job store) on the same store."""
     if is_postgres(location):
-        return "postgresql+psycopg://" + str(location).split("://", 1)[1], {}
+        return "postgresql+psycopg://" + str(location).split("://", 1)[1], {"pool_pre_ping": True}
     return f"sqlite:///{sqlite_file(location)}", {"connect_args": {"timeout": 30}}
 
 
@@ -337,10 +337,23 @@ def _IDLE():
     return TransactionStatus.IDLE
 
 
+# A database host that vanishes without closing its connections (power, a network partition) is noticed
+# in about a minute instead of the kernel's ~15: the writer then answers AE and reconnects. Settings in
+# the URL win over these.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
+              "tcp_user_timeout": "60000", "connect_timeout": "10"}
+
+
+def _connect_options(url: str) -> dict:
+    from psycopg.conninfo import conninfo_to_dict
+    given = conninfo_to_dict(url)
+    return {key: value for key, value in KEEPALIVES.items() if key not in given}
+
+
 def _open_raw(url: str, readonly: bool):
     import psycopg
     try:
-        raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+        raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory, **_connect_options(url))
         _adapt(raw)
         if readonly:
             raw.execute("SET default_transaction_read_only = on")
@@ -363,7 +376,8 @@ class PgPool:
         from psycopg_pool import ConnectionPool
         self.url = url
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, name="engine-store", open=True,
-                                    kwargs={"autocommit": True, "row_factory": _row_factory, "connect_timeout": 10},
+                                    kwargs={"autocommit": True, "row_factory": _row_factory,
+                                            **_connect_options(url)},
                                     configure=_adapt, check=ConnectionPool.check_connection)
 
     def take(self) -> PgConnection:
