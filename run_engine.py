@@ -212,7 +212,8 @@ def show(message_id: int = typer.Argument(..., metavar="ID"), config: Path = Con
         typer.echo(json.dumps(doc, indent=1))
         return
     for key in ("id", "channel", "received_at", "peer", "sender", "control_id", "message_type", "version",
-                "charset", "status", "ack_code", "error", "warnings", "duplicate_of", "updated_at"):
+                "charset", "status", "ack_code", "error", "warnings", "duplicate_of", "updated_at",
+                "received_by", "claimed_by"):       # the last two: which node, when several share the store
         if row[key] is not None:
             typer.echo(f"{key:13} {row[key]}")
     typer.echo("\n--- raw ---")

@@ -11,6 +11,7 @@ delivered, and each patient's notifications in the order their messages came.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -284,3 +285,9 @@ def test_the_same_message_sent_to_two_nodes_at_once_is_stored_once_as_the_origin
         conn.close()
     assert len(rows) == 40
     assert {tuple(r[1:]) for r in rows} == {(1, 1, 2)}     # one original, one duplicate, from the two nodes
+    # the analyst sees which node took a message
+    import sys
+    shown = subprocess.run([sys.executable, "run_engine.py", "show", "1", "--config", str(tmp_path / "node-a" /
+                            "config.yaml")], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^received_by\s+node-[ab]$", shown.stdout, re.M)
