@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ocr.fields import choices, dates, icd10, identifiers, names, payers, phones, specialty
 from ocr.fields.digits import fix_digit_token
-from ocr.labels import GENERIC, JUNK, Label, find_labels, looks_like_label
+from ocr.labels import GENERIC, ITEM_NUMBER, JUNK, Label, find_labels, looks_like_label
 from ocr.layout import Line, Segment, document_lines, typical_height
 from ocr.model import CHECKED, UNCHECKED, Page, Word
 
@@ -167,8 +167,11 @@ class Extractor:
             for si, seg in enumerate(line.segments):
                 found = find_labels(seg.text)
                 if si:
-                    # a bare "ID" cell after another is a value ("Referral To | ID": infectious disease)
-                    found = [lab for lab in found if not _bare_id(seg.text, lab)]
+                    # a bare "ID" cell after another is a value ("Referral To | ID": infectious disease),
+                    # unless an id number is the next cell ("Plan  BCBS PPO  ID  W99670936")
+                    nxt = line.segments[si + 1].text.strip(" #:") if si + 1 < len(line.segments) else ""
+                    if not re.fullmatch(r"[A-Z]{0,4}[0-9][0-9A-Z\-]{4,}", nxt) or sum(c.isdigit() for c in nxt) < 5:
+                        found = [lab for lab in found if not _bare_id(seg.text, lab)]
                 self.seg_labels[id(seg)] = found
                 for lab in found:
                     lw = words_between(seg, lab.start, lab.end) or seg.words[:1]
@@ -360,7 +363,7 @@ class Extractor:
         below_first = getattr(self, "values_below", {}).get(fl.line.page, True) or colon
         spans.extend(sorted(near, key=lambda sp: ((sp.how == "above") == below_first, sp.gap)))
         if multiline and spans:
-            spans[0] = self._continue(fl, spans[0])
+            spans[0] = self._continue(fl, spans[0], codes=whole_lines)
         return spans
 
     def _header_line(self, line: Line) -> bool:
@@ -374,8 +377,13 @@ class Extractor:
     def _column(self, fl: FoundLabel) -> tuple[float, float]:
         h = self.heights[fl.line.page]
         segs = fl.line.segments
+        x0 = fl.x0
+        before = fl.seg.text[:fl.label.start]
+        if before.strip(JUNK) and len(before.split()) <= 2 and not any(l.start < fl.label.start
+                                                                       for l in self.seg_labels.get(id(fl.seg), [])):
+            x0 = fl.seg.x0      # "PANENT'S BIRTH DATE": a garbled first word of the head still heads the column
         left = segs[fl.seg_index - 1].x1 + 0.5 * h if fl.seg_index > 0 else 0.0
-        left = max(left, fl.x0 - 3 * h) if fl.seg_index > 0 else fl.x0 - 3 * h
+        left = max(left, x0 - 3 * h) if fl.seg_index > 0 else x0 - 3 * h
         right = segs[fl.seg_index + 1].x0 - 0.5 * h if fl.seg_index + 1 < len(segs) else float("inf")
         labs = self.seg_labels[id(fl.seg)]
         nxt = next((l for l in labs if l.start >= fl.label.end), None)
@@ -432,6 +440,11 @@ class Extractor:
                 first = next((s for s in other.segments if ws[0] in s.words), None)
                 if first is not None:
                     ws = [w for w in first.words if w.x0 >= ws[0].x0]
+                    # "A. D64.9      B. C34.90": codes set out in cells across the row are one list
+                    for later in other.segments[other.segments.index(first) + 1:]:
+                        if not icd10.find_codes(later.text, labelled=True):
+                            break
+                        ws = ws + later.words
             elif leads(fl.seg.text, fl.label):
                 # a centred column head over a left-aligned value: the cell that runs into the
                 # column from the left (but not from the previous head's side) is the value
@@ -452,7 +465,7 @@ class Extractor:
             out.append(Span(text.strip(" :;-|_"), ws, "below" if direction > 0 else "above", gap=gap))
         return out
 
-    def _continue(self, fl: FoundLabel, span: Span) -> Span:
+    def _continue(self, fl: FoundLabel, span: Span, codes: bool = False) -> Span:
         """Extend a reason/diagnosis value with the lines that carry on below it."""
         h = self.heights[fl.line.page]
         lines = self.by_page[fl.line.page]
@@ -472,6 +485,12 @@ class Extractor:
                 break
             text += " " + seg.text
             words += seg.words
+            if codes:       # "A. G43.909      B. R20.2": codes set out in cells across the row
+                for later in below.segments[1:]:
+                    if not icd10.find_codes(later.text, labelled=True):
+                        break
+                    text += " " + later.text
+                    words += later.words
             n += 1
             prev = below
         return Span(text, words, span.how, n)
@@ -537,6 +556,8 @@ class Extractor:
                 how_penalty *= 0.6           # "From: Dr. Alan Brooks" names the sender, below a labelled one
             self.ev.add(Candidate(target, value, score * how_penalty, valid, mean_conf(span.words), order,
                                   f"label:{span.how}"))
+            if target == "insurance_payer" and valid < 0.6:
+                continue        # an unknown plan name ("INSURED'S GROUP NUMBER" beside it) may hide a known one below
             if target == "insurance_payer":
                 # "Ins Ambetter #33580167480": shorthand puts the member id right after the plan
                 after = re.search(r"\s#\s?([A-Za-z0-9][A-Za-z0-9\-]{4,})", span.text)
@@ -562,8 +583,10 @@ class Extractor:
 # ---------------------------------------------------------------- value parsers: text -> (value, validity)
 
 def leads(text: str, lab: Label) -> bool:
-    """The label opens its cell: nothing but rule debris ("_Member ID", "'Patient") before it."""
-    return lab.start == 0 or text[:lab.start].strip(JUNK) == ""
+    """The label opens its cell: nothing but rule debris ("_Member ID", "'Patient") or a box's item
+    number ("17b. NPI") before it."""
+    return lab.start == 0 or text[:lab.start].strip(JUNK) == "" \
+        or ((item := ITEM_NUMBER.match(text)) is not None and item.end() == lab.start)
 
 
 def _bare_id(text: str, lab: Label) -> bool:
@@ -823,6 +846,8 @@ def extract_fields(pages: list[Page]) -> dict:
         out[name] = value
         confidence[name] = round(max(0.0, min(1.0, best.score * best.valid * (0.4 + 0.6 * best.conf))), 2)
         how[name] = best.how
+    if out["insurance_member_id"] and out["insurance_payer"] and "medicare" in out["insurance_payer"].lower():
+        out["insurance_member_id"] = identifiers.fix_mbi(out["insurance_member_id"])   # "1TLOT9..." -> 1TL0T9...
     if out["patient_given_name"] and out["patient_family_name"]:
         turned = _order_by_courtesy_title((out["patient_given_name"], out["patient_family_name"]), ev.text,
                                           r"Mr|Mrs|Ms|Miss|Mr\.|Mrs\.|Ms\.")

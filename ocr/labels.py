@@ -27,7 +27,10 @@ PRACT = r"(?:direct|practice|office|ofc\.?|clinic|provider|prov\.?|physician|doc
 LEXICON: list[tuple[str, str | None, str | None, int]] = [
     # --- patient
     (rf"{PT}\s*(?:full\s+|legal\s+)?name(?:\s*\(\s*last\s*,\s*first\s*\))?", "patient_name", "patient", 1),
+    # "Patient Last First", "Patient (Last / First)": the head says the order of the value
+    (rf"{PT}\s*(?:name\s*)?\(?\s*last(?:\s+name)?\s*[,/&]?\s*first(?:\s+name)?\s*\)?", "patient_name", "patient", 1),
     (r"name\s+of\s+patient|patient\s+/\s+member\s+name|member\s+name|patient\s+information\s+name", "patient_name", "patient", 1),
+    (rf"name\s+of\s+(?:the\s+)?{REF}\s*{DOC}(?:\s+or\s+other\s+source)?|{REF}\s*{DOC}\s+or\s+other\s+source", "referring_provider_name", "referring", 1),
     (rf"(?:{PT}\s*)?(?:last|family|sur)\s*name", "patient_family_name", "patient", 1),
     (rf"(?:{PT}\s*)?(?:(?:first|given)\s*name|forename)", "patient_given_name", "patient", 1),
     # "Surname: Kelly / First: Robert", "Last Name | Jackson | First | Juan": the bare word
@@ -40,29 +43,30 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"(?:patient|pt\.?)(?!\s*(?:#|no\b|number\b|num\b|nbr\b))", "patient_name", "patient", 0),   # "Patient #" is an id
     (rf"(?:{PT}\s*)?(?:d\.?\s?[o0]\.?\s?b\.?|date\s+of\s+birth|birth\s*date|birth\s+dt|bdate|dob)", "patient_dob", "patient", 2),
     (r"born(?:\s+on)?", "patient_dob", _, 0),
-    (rf"(?:{PT}\s*)?(?:sex\s*/\s*gender|gender\s*/\s*sex|(?:birth\s+|legal\s+)?sex|gender(?:\s+identity)?|m\s*/\s*f)", "patient_sex", "patient", 1),
+    (rf"(?:{PT}\s*)?(?:sex\s*/\s*gender|gender\s*/\s*sex|(?:birth\s+|legal\s+|assigned\s+)?sex(?:\s+(?:assigned\s+)?at\s+birth)?|gender(?:\s+identity)?|m\s*/\s*f)", "patient_sex", "patient", 1),
     (rf"(?:{PT}\s*)(?:phone|tel\.?|telephone|contact|ph\.?|cell|mobile)(?:\s+(?:number|no\.?|#))?", "patient_phone", "patient", 1),
-    (r"(?:home|hm|cell|mobile|primary|best|daytime|evening)\s*(?:phone|tel\.?|telephone|number|ph\.?|#)", "patient_phone", _, 1),
+    (r"(?:home|hm|cell|mobile|primary|best|daytime|evening)\s*(?:phone|tel\.?|telephone|number|ph\.?|#)|(?:best|preferred|primary)\s+contact(?:\s*(?:#|no\.?|number|phone))?", "patient_phone", _, 1),
     (r"contact\s*(?:phone|tel\.?|telephone|number|ph\.?|#|no\.?)|contact", "phone", _, 1),
     (r"phone\s*\((?:home|cell|mobile|h|c)\)|cell|mobile|home", "patient_phone", _, 0),
     (rf"(?:{PT}\s*)?(?:mrn[e£]?|m\.r\.n\.?|mr\s*#|mr\s+(?:no|number)|medical\s+record(?:\s+(?:number|no\.?|#))?|med\.?\s*rec\.?(?:\s*#)?|chart(?:\s+(?:number|no\.?|#|id))?|record\s*(?:#|no\b\.?|number\b))", "patient_mrn", "patient", 2),
     # a record number under another name (hospital, unit, EMR): never an insurance id
     (r"(?:hosp\.?|hospital|unit|emr|ehr|clinic|facility|enterprise)\s*(?:id|#|no\b\.?|number\b|mrn)", "patient_mrn", "patient", 1),
-    (r"(?:patient'?s?|pt\.?|client)\s*(?:id|identifier|account|acct\.?|#|no\.?|number)|mr\s+no\.?|hospital\s*(?:#|no\.?|number)|pid|acct\.?|account(?:\s+(?:#|no\.?|number))?", "patient_mrn", "patient", 1),
+    (r"(?:patient'?s?|pt\.?|client)\s*(?:id|identifier|account|acct\.?\s*(?:no\b\.?|#|number\b)?|#|no\.?|number)|mr\s+no\.?|hospital\s*(?:#|no\.?|number)|pid|acct\.?|account(?:\s+(?:#|no\.?|number))?", "patient_mrn", "patient", 1),
     # --- insurance
-    (r"(?:primary\s+|secondary\s+|pri\.?\s*|prim\.?\s*|sec\.?\s*)?(?:insurance|ins\.?)\s*(?:carrier|company|plan|name|provider|payer|payor|co\.?)?(?:\s+name)?", "insurance_payer", "insurance", 1),
+    (r"(?:primary\s+|secondary\s+|pri\.?\s*|prim\.?\s*|sec\.?\s*)?(?:(?:health|medical)\s+)?(?:insurance|ins\.?)(?!\s*(?:#|no\b|number\b|num\b|type\b))\s*(?:carrier|company|plan|name|provider|payer|payor|co\.?)?(?:\s+name)?", "insurance_payer", "insurance", 1),
     (r"plan|ins(?:urance)?\s*/\s*plan", "insurance_payer_known", "insurance", 0),   # "Plan:" is also a treatment plan
-    (r"health\s+plan(?:\s+name)?|plan\s+name|(?:payer|payor|carrier)(?:\s+name)?|coverage|insurer", "insurance_payer", "insurance", 1),
-    (r"(?:(?:member|mbr\.?|subscriber|sub\.?|policy)\s*/\s*)?(?:member|mbr\.?|subscriber|sub\.?|subs\.?|policy|insurance|ins\.?|insured|beneficiary|medicaid|medicare|plan|certificate|cert\.?|contract)\s*(?:id|identification|#|no\.?|number|num)(?:\s*(?:#|no\.?|number))?|mbi|hicn|medicare\s+beneficiary\s+identifier", "insurance_member_id", "insurance", 2),
+    (r"(?:(?:insurance|health)\s+)?plan\s+name(?:\s+or\s+program(?:\s+name)?)?|health\s+plan(?:\s+name)?|(?:payer|payor|carrier)(?:\s+name)?|coverage|insurer", "insurance_payer", "insurance", 1),
+    (r"(?:(?:member|mbr\.?|subscriber|sub\.?|policy)\s*/\s*)?(?:member|mem\.?|mbr\.?|subscriber|sub\.?|subs\.?|policy|insurance|ins\.?|insured'?s?|beneficiary|medicaid|medicare|plan|certificate|cert\.?|contract|recipient|enrollee|(?:id\s+|insurance\s+|member\s+)?card|policy\s*/)\s*(?:id|[i1l|]\.\s?d\.?|[|l]\s?d|identification|#|no\.?|number|num)(?:\s*(?:#|no\.?|number))?|mbi|hicn|medicare\s+beneficiary\s+identifier", "insurance_member_id", "insurance", 2),
     (r"id\s*(?:#|no\.?|number)?|identification\s+(?:#|no\.?|number)", "id", _, 0),
+    (r"cert\.?|certificate|(?:id|insurance|member|medical)\s+card", "insurance_member_id", "insurance", 1),      # "Cert" with its "#" lost; alone in its cell
     (r"group\s*(?:#|no\.?|number|id)?|grp\s*#?", None, "insurance", 1),
     # --- referring provider
     (rf"{REF}\s*{DOC}(?:\s*name)?|referred\s+by|referral\s+from|{REF}\s+(?:provider|physician)\s*/\s*practice", "referring_provider_name", "referring", 1),
     (r"(?:pcp|primary\s+care\s+(?:provider|physician|doctor)|authoriz(?:ing|ed)\s+(?:provider|physician|prov\.?)|auth\.?\s+prov(?:ider)?\.?|ordered\s+by|requestor|requester|submitted\s+by|prescriber|ordering|requested\s+by|req(?:\.|uested)?\s+by|signed\s+by|electronically\s+signed(?:\s+by)?|signed|signature|attending|rendering\s+provider|author|authored\s+by|seen\s+by|dictated\s+by|note\s+by|provider\s+of\s+record|from\s+(?:provider|physician|dr\.?))", "referring_provider_name", "referring", 1),
     (rf"(?:{REF}\s*)?{DOC}\s+npi|{REF}\s+npi|npi\s*(?:#|no\.?|number|num)?|n\.p\.i\.?", "npi", _, 2),
     (rf"{REF}\s+(?:practice|office|clinic|facility)(?:\s+name)?|practice\s+name|clinic\s+name|office\s+name|facility", None, "referring", 1),
-    (r"office|clinic|practice", "referring_practice_phone", "referring", 1),     # "Office: 555-..." (a name fails the phone parser)
-    (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?(?:phone|tel\.?|telephone|ph\.?)|(?:office|ofc\.?|practice|clinic|provider|prov\.?|physician|doctor'?s?|dept\.?|department|callback|call\s*back)\s+(?:phone|tel\.?|telephone|ph\.?|#)", "referring_practice_phone", "referring", 1),
+    (r"office|clinic|practice|call\s*back", "referring_practice_phone", "referring", 1),     # "Office: 555-..." (a name fails the phone parser)
+    (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?(?:phone|tel\.?|telephone|ph\.?)|(?:billing\s+|rendering\s+)?(?:office|ofc\.?|practice|clinic|provider|prov\.?|physician|doctor'?s?|dept\.?|department|callback|call\s*back)\s+(?:phone|tel\.?|telephone|ph\.?|#)", "referring_practice_phone", "referring", 1),
     (rf"{REF}\s+(?:practice\s+|office\s+|clinic\s+|provider\s+|physician\s+)?fax|{PRACT}\s+fax(?:\s*(?:#|no\.?|number))?|fax\s+back(?:\s+to)?|please\s+fax\s+(?:back|results|response)(?:\s+to)?|fax\s+(?:results|response|reply)\s+to", "referring_practice_fax", "referring", 1),
     (r"(?:provider|physician|doctor|practitioner|clinician)(?:\s+name)?", "name", "referring", 0),
     (r"referring|referred\s+by|ref\.?\s+by|ref\.?\s+dr\.?|referral\s+source|ordering\s*/\s*referring", "referring_provider_name", "referring", 1),
@@ -70,6 +74,8 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"ref\.?|pcp\s+name|(?:primary|family|treating|attending|sending|requesting)\s+(?:(?:provider|physician|doctor|md)|clinician|practitioner)(?:\s+name)?", "referring_provider_name", "referring", 1),
     # --- generic contact fields: the section decides whose they are
     (r"(?:phone|telephone|tel\.?|ph\.?|p|t|o|voice)(?:\s*(?:#|no\.?|number))?", "phone", _, 0),
+    # "Work: ...", "Main #", "Direct line", "H: / C: / W:" (a colon needed, and the number must parse)
+    (r"(?:work|wk|business|main|direct|alt\.?|alternate|other|preferred|daytime|day)\s*(?:phone|tel\.?|telephone|ph\.?|line|#|no\.?|number)|(?:work|main|direct|h|c|w|m)(?=\s*:)|(?:main|direct)(?=\s*[(\d]|\s*$)", "phone", _, 0),
     (r"(?:fax|facsimile|f|fx)(?:\s*(?:#|no\.?|number))?", "fax", _, 0),
     (r"name|full\s+name", "name", _, 0),
     (r"address|street|city|state|zip|e-?mail", "address", _, 0),
@@ -78,9 +84,9 @@ LEXICON: list[tuple[str, str | None, str | None, int]] = [
     (r"(?:requested\s+)?special(?:i)?ty(?:\s+(?:requested|needed|referred\s+to|type))?|speciality|(?:requested\s+)?service(?:\s+requested)?|department|dept\.?|referral\s+type|consult\s+type|consultation\s+type|type\s+of\s+(?:referral|consult(?:ation)?|specialist)|spec\.?|svc\.?|referral(?:\s+for)?|consult(?:ation)?(?:\s+for)?", "referred_to_specialty", _, 1),
     (r"(?:referral\s+|request\s+)?(?:urgency|priority)(?:\s+level)?|urgency\s*/\s*priority|pri\.?|urg\.?|acuity", "urgency", _, 1),
     (r"assessment(?:\s*(?:and|&|/)\s*plan)?|impression|(?:active\s+)?problems?(?:\s+list)?|(?:medical\s+)?conditions?", "diagnosis_codes", "clinical", 1),
-    (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+|additional\s+|other\s+|associated\s+|related\s+)?(?:diagnos[ie]s|dx|icd[\s\-]*10(?:[\s\-]*cm)?|icd)(?:\s*#?\s*[1-9](?![0-9.]))?(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
+    (r"(?:primary\s+|secondary\s+|working\s+|admitting\s+|additional\s+|other\s+|associated\s+|related\s+)?(?:diagnos[ie]s(?:\s+or\s+nature\s+of\s+illness(?:\s+or\s+injury)?)?|dx|icd[\s\-]*10(?:[\s\-]*cm)?(?:\s+dx)?|icd(?:\s+dx)?)(?:\s*#?\s*[1-9](?![0-9.]))?(?:\s*(?:codes?|\(s\)|/\s*icd[\s\-]*10|/\s*codes?))?(?:\s*\(\s*icd[\s\-]*10\s*\))?", "diagnosis_codes", "clinical", 1),
     (r"(?:billing\s+|dx\s+|diagnostic\s+)?codes?", "diagnosis_codes", _, 1),    # "Codes: E11.9, I10" (a colon or its own cell)
-    (r"(?:hx|history)\s*/\s*reason|reason\s*/\s*(?:hx|history|indication)|rsn|reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+information", "reason", "clinical", 1),
+    (r"(?:hx|history)\s*/\s*reason|reason\s*/\s*(?:hx|history|indication)|rsn|reason\s+for\s+(?:referral|consult(?:ation)?|visit|request)|referral\s+reason|reason(?:\s+for\s+referral)?|clinical\s+(?:indication|indications|question|summary|notes?|information|history|reason)|indications?(?:\s+for\s+referral)?|chief\s+complaint|presenting\s+problem|question\s+for\s+(?:the\s+)?(?:consultant|specialist)|(?:services?|evaluation)\s+requested|comments?|notes?|additional\s+(?:claim\s+)?information(?:\s*/?\s*reason\s+for\s+referral)?|(?:clinical\s+)?questions?", "reason", "clinical", 1),
     # --- sections without a field of their own
     (rf"{PT}\s+(?:information|info|demographics|details|data)|demographics|patient\s+/\s+member", None, "patient", 1),
     (rf"{REF}\s+(?:provider|physician|practice|office|clinic|source)(?:\s+information)?|{REF}\s+information", None, "referring", 1),
@@ -101,7 +107,8 @@ GENERIC = {
     "phone": {"patient": "patient_phone", "referring": "referring_practice_phone",
               "letterhead": "referring_practice_phone"},
     "fax": {"referring": "referring_practice_fax", "letterhead": "referring_practice_fax",
-            None: "referring_practice_fax"},
+            None: "referring_practice_fax", "patient": "referring_practice_fax", "clinical": "referring_practice_fax"},
+    # (a patient has no fax: one printed among the patient's or clinical lines is the sender's)
     "npi": {"referring": "referring_provider_npi", "patient": "referring_provider_npi",
             "clinical": "referring_provider_npi", "insurance": "referring_provider_npi",
             "letterhead": "referring_provider_npi", None: "referring_provider_npi"},
@@ -132,6 +139,10 @@ NUMERIC_FIELDS = {"phone", "fax", "patient_phone", "referring_practice_phone", "
 # "Sex F" on a dense line: a sex label needs no colon when a sex value follows it
 SEX_VALUE = re.compile(r"(?:m|f|male|female|x|u|unknown)\b", re.I)
 
+# "T 555.234.5678   F 555.234.5679" in a footer: a one-letter phone/fax label needs no colon when a
+# whole phone number follows it
+PHONE_VALUE = re.compile(r"\s*(?:\+?1[\s.\-]*)?[(\[]?\d{3}[)\]]?[\s.\-]*\d{3}[\s.\-]\d{4}\b")
+
 # "Dx M10.9", "ICD E119": a diagnosis label needs no colon when a code follows it
 CODE_VALUE = re.compile(r"[\s|=\-]*[A-Z$][0-9OIlSB]{2}(?:\.[0-9A-Z]{1,4}|[0-9A-Z]{1,4})?\b")
 
@@ -153,9 +164,21 @@ def _known_payer(text: str) -> bool:
 JUNK = " \"'\u201c\u2018\u2019\u201d|_~.,:;\u2014-"
 
 
+# "17b. NPI", "1a. INSURED'S I.D. NUMBER", "33 PROVIDER PH #": a claim-style form numbers its boxes;
+# the item number before a label is not part of it (nor a value)
+ITEM_NUMBER = re.compile(r"^[\s\"'\u2018\u201c~_|\u2014\-]*(?:\d{1,3}|[lI|]\d?)[a-z\u00a2]?(?:[.,]\s*|\s+)(?=[A-Za-z])")     # "11c" read "116", "1a" read "la"
+
+
 def find_labels(text: str) -> list[Label]:
     """Labels in a segment, or, for a table's header row ("Patient Name  DOB  Sex  MRN" read
     as one cell), every label in it even without colons."""
+    item = ITEM_NUMBER.match(text)
+    if item and find_labels_plain(text[item.end():]):
+        text = " " * item.end() + text[item.end():]      # offsets stay those of the segment's text
+    return find_labels_plain(text)
+
+
+def find_labels_plain(text: str) -> list[Label]:
     found = _find_labels(text)
     header = _header_row(text)
     return header if header and len(header) > len(found) else found
@@ -247,7 +270,8 @@ def _find_labels(text: str) -> list[Label]:
                 continue
             if mm.end(0) - pos <= 2 and not colon and not (re.sub(r"[^a-z]", "", mm.group(0).lower()) in SHORT_HEADS
                                                            and at_start and not rest) \
-                    and not (field == "diagnosis_codes" and shaped):
+                    and not (field == "diagnosis_codes" and shaped) \
+                    and not (field in ("phone", "fax") and PHONE_VALUE.match(after)):
                 continue                       # "F", "P", "T" are labels only as "F:" (else a value); "ID", "MI", "Dx" alone in their cell are column heads
             if strength == 1 and not (colon or at_start or shaped):
                 continue
@@ -255,8 +279,13 @@ def _find_labels(text: str) -> list[Label]:
                 continue                       # mid-sentence "by fax." is prose, not a label
             if strength == 1 and at_start and not colon and rest and field is None and opens is not None:
                 continue                       # "Clinic hours are..." is prose, not a header
-            if strength == 1 and not colon and rest and " " not in text[pos:mm.end(0)].strip() and not shaped:
+            reason_head = field == "reason" and at_start and not colon and re.match(r"[A-Z][a-z]", rest) is not None \
+                and " " not in text[pos:mm.end(0)].strip() and text[pos:pos + 1].isupper()
+            if strength == 1 and not colon and rest and " " not in text[pos:mm.end(0)].strip() and not shaped \
+                    and not reason_head:
                 continue                       # "Priority Health", "Contact lens": a value, not a label
+            if not at_start and not colon and re.fullmatch(r"(?i)office|clinic|practice", mm.group(0).strip()):
+                continue                       # "GREENWAY FAMILY PRACTICE 1-327-...": a name in a fax header
             if best is None or end > best.end:
                 best = Label(field, opens, strength, pos, end, colon)
         if best is None and (pos == 0 or text[:pos].strip(JUNK) == ""):
@@ -316,6 +345,14 @@ FUZZY_LABELS: list[tuple[str, str | None, str | None, int]] = [
     ("telephone", "phone", None, 0), ("facsimile", "fax", None, 0), ("address", "address", None, 0),
     ("patient information", None, "patient", 1), ("referring provider information", None, "referring", 1),
     ("insurance information", None, "insurance", 1), ("referral details", None, None, 1),
+    # claim-style box heads in small print, garbled ("PALIENI's LELEPHONE", "33a OFFICE TbLEPHONE")
+    ("patients telephone", "patient_phone", "patient", 1), ("patient telephone", "patient_phone", "patient", 1),
+    ("office telephone", "referring_practice_phone", "referring", 1), ("provider phone", "referring_practice_phone", "referring", 1),
+    ("patient account no", "patient_mrn", "patient", 1), ("medical record no", "patient_mrn", "patient", 2),
+    ("insureds id number", "insurance_member_id", "insurance", 2), ("member id number", "insurance_member_id", "insurance", 2),
+    ("type of service", "referred_to_specialty", None, 1), ("reason for referral", "reason", "clinical", 1),
+    ("patients name", "patient_name", "patient", 1), ("patients birth date", "patient_dob", "patient", 2),
+    ("plan name", "insurance_payer", "insurance", 1), ("insurance plan name", "insurance_payer", "insurance", 1),
 ]
 _FUZZY = [(re.sub(r"[^a-z]", "", p), f, o, s) for p, f, o, s in FUZZY_LABELS]
 _SINGLE_WORD = {re.sub(r"[^a-z]", "", p) for p, *_ in FUZZY_LABELS if " " not in p}
@@ -372,6 +409,8 @@ def _fuzzy_label(text: str, pos: int) -> Label | None:
             if d > allowed:
                 continue
             end = letters[L - 1][0] + 1
+            if sum(c.isdigit() for c in text[pos:end]) >= 3:
+                continue                      # "1-610-593-3952 REFERRAL DETAILS": a value before a label, not a label
             if end < len(text) and text[end].isalpha():
                 continue                      # the label must end where a word ends
             if end < len(text) and text[end] == ")" and text[pos:end].count("(") > text[pos:end].count(")"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ocr import checkboxes, cleanup, tesseract
+from ocr import checkboxes, cleanup, lone_letters, second_look, tesseract
 from ocr.documents import DocumentError, PageJob
 from ocr.model import Page
 
@@ -78,7 +78,11 @@ def read_page(job: PageJob, pages_dir: str | None = None, timeout: float = tesse
 
 def _ocr(image: np.ndarray, dpi: float, timeout: float):
     boxes = checkboxes.find_boxes(cleanup.binarize(image), dpi)
-    words = tesseract.ocr_words(cleanup.remove_rules(image, dpi), psm=PSM, timeout=timeout)
+    unruled = cleanup.remove_rules(image, dpi)
+    words = tesseract.ocr_words(unruled, psm=PSM, timeout=timeout)
+    words += second_look.missed_words(unruled, words, boxes)     # blocks psm 3 dropped as "not text"
+    letters = lone_letters.reread_sex_values(unruled, words)   # "Sex: [F]": psm 3 drops a lone letter
+    words = lone_letters.without_debris(words, letters) + letters
     return words, boxes, 0
 
 

@@ -161,6 +161,18 @@ def test_extra_split_is_its_own_and_all_keeps_its_old_layouts(tmp_path, corpus):
             assert icd.is_valid_item(code), code
     listed = {d["layout"] for d in json.loads((corpus / "manifest.json").read_text())["documents"]}
     assert not listed & set(layouts_extra.LAYOUTS)          # "all" is train + holdout, as before
+    assert not listed & set(layouts_extra.LAYOUTS_2)
+
+
+def test_extra2_split_has_the_second_round_layouts(tmp_path):
+    from bench.fax_corpus import layouts_extra
+    docs = generate.generate(seed=8, count=len(layouts_extra.LAYOUTS_2), out=tmp_path, split="extra2",
+                             formats=["pdf_text"])
+    assert {d["layout"] for d in docs} == set(layouts_extra.LAYOUTS_2)
+    assert {d["split"] for d in docs} == {"extra2"}
+    for d in docs:
+        t = json.loads((tmp_path / f"{d['name']}.json").read_text())
+        assert tuple(t) == CONTRACT_KEYS and t["patient_family_name"] and t["referring_provider_name"]
 
 
 def test_cached_scoring_refuses_held_out_documents(tmp_path):

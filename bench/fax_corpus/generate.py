@@ -11,7 +11,8 @@ cheat by name.
 
 Splits: `train` (layouts.py), `holdout` (layouts_holdout.py, never read by extractor
 authors), `all` = train + holdout (as it always was, so old seeds give the same bytes),
-and `extra` (layouts_extra.py: more training-side layouts, only when asked for).
+`extra` (layouts_extra.py: more training-side layouts, only when asked for) and `extra2`
+(layouts_extra.LAYOUTS_2, a second round of them, likewise).
 """
 from __future__ import annotations
 
@@ -40,12 +41,13 @@ def all_layouts() -> dict[str, tuple[str, object]]:
     out = {name: ("train", fn) for name, fn in layouts.LAYOUTS.items()}
     out.update({name: ("holdout", fn) for name, fn in layouts_holdout.LAYOUTS.items()})
     out.update({name: ("extra", fn) for name, fn in layouts_extra.LAYOUTS.items()})
+    out.update({name: ("extra2", fn) for name, fn in layouts_extra.LAYOUTS_2.items()})
     return out
 
 
 def _in_split(layout_split: str, split: str) -> bool:
     # "all" keeps its old meaning (train + holdout): extra layouts join only when asked for
-    return layout_split == split or (split == "all" and layout_split != "extra")
+    return layout_split == split or (split == "all" and layout_split not in ("extra", "extra2"))
 
 
 def write_document(rng: random.Random, layout_fn, fmt: str, base: Path) -> tuple[dict, str, int, str]:
@@ -100,7 +102,7 @@ def generate(seed: int, count: int, out: Path, split: str = "all", formats: list
     out.mkdir(parents=True, exist_ok=True)
     table = {k: v for k, v in all_layouts().items() if _in_split(v[0], split)}
     if not table:
-        raise ValueError(f"no layouts for split {split!r} (valid: all, train, holdout, extra)")
+        raise ValueError(f"no layouts for split {split!r} (valid: all, train, holdout, extra, extra2)")
     rng = random.Random(seed)
     names = sorted(table)
     order: list[str] = []
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--count", type=int, default=24)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--split", choices=["all", "train", "holdout", "extra"], default="all")
+    ap.add_argument("--split", choices=["all", "train", "holdout", "extra", "extra2"], default="all")
     ap.add_argument("--formats", help="comma-separated subset of " + ",".join(FORMATS))
     a = ap.parse_args(argv)
     fmts = a.formats.split(",") if a.formats else None

@@ -489,6 +489,254 @@ def payer_request_form(rng: random.Random, r: Referral) -> list[Page]:
     return [page]
 
 
+
+# ---- 7. numbered claim-style boxes ("1. PATIENT'S NAME", "1a. INSURED'S I.D. NUMBER") ---------------
+
+PAYER_PRINTED = {   # canonical -> other ways a form prints it (aliases in ocr/payers.txt, plan words after it)
+    "Blue Cross Blue Shield": ["BCBS", "Blue Cross & Blue Shield", "BCBS PPO"],
+    "UnitedHealthcare": ["UHC", "United Healthcare", "UnitedHealthcare Choice Plus"],
+    "Aetna": ["Aetna PPO", "AETNA HMO", "Aetna Open Access"],
+    "Cigna": ["CIGNA HealthCare", "Cigna Open Access Plus"],
+    "Medicare": ["Medicare Part B", "MEDICARE PART B"],
+    "Kaiser Permanente": ["Kaiser", "KAISER PERMANENTE HMO"],
+    "Humana": ["Humana Gold Plus", "HUMANA PPO"],
+}
+
+
+def _payer_printed(rng: random.Random, payer: str) -> str:
+    if payer in PAYER_PRINTED and rng.random() < 0.5:
+        return rng.choice(PAYER_PRINTED[payer])
+    return payer.upper() if rng.random() < 0.4 else payer
+
+
+def numbered_claim_form(rng: random.Random, r: Referral) -> list[Page]:
+    page = Page(rng.choice(PROPORTIONAL))
+    y = 40.0
+    page.text(54, y + 14, rng.choice(["HEALTH INSURANCE REFERRAL FORM", "UNIFORM REFERRAL REQUEST",
+                                      "OUTPATIENT REFERRAL / PRIOR AUTHORIZATION"]), 13, True)
+    page.text(54, y + 28, f"{r.practice_name}   {r.practice_address[1]}", 8)
+    y += 40
+    lsize, vsize = rng.choice([(6.5, 10), (7, 10), (7, 11)])
+    show(r, "patient_family_name", "patient_given_name", "patient_dob", "referring_provider_name",
+         "referred_to_specialty")
+    mi = f", {r.patient_middle[0]}" if r.patient_middle else ""
+    rows: list[list[tuple[str, str, float]]] = []
+    rows.append([("2. PATIENT'S NAME (Last Name, First Name, Middle Initial)",
+                  f"{r.patient_family_name.upper()}, {r.patient_given_name.upper()}{mi.upper()}", 2.4),
+                 ("3. PATIENT'S BIRTH DATE", fmt_date(rng, r.patient_dob, rng.choice(["mm/dd/yyyy", "mm-dd-yyyy"])), 1.2),
+                 ("SEX", "", 0.8)])
+    sex_shown = optional(rng, r, "patient_sex", 0.9)
+    row = []
+    if optional(rng, r, "patient_phone", 0.85):
+        row.append((rng.choice(["5. TELEPHONE (Include Area Code)", "5. PATIENT'S TELEPHONE", "5. PATIENT PHONE #"]),
+                    fmt_phone(rng, r.patient_phone, False), 1.4))
+    if optional(rng, r, "patient_mrn", 0.8):
+        row.append((rng.choice(["6. PATIENT ACCOUNT NO.", "6. MEDICAL RECORD NO.", "6. PATIENT ID #"]), r.patient_mrn, 1.2))
+    row.append(("7. PATIENT'S ADDRESS (No., Street)", r.patient_address[0], 1.6))
+    rows.append(row)
+    row = []
+    if optional(rng, r, "insurance_member_id", 0.9):
+        row.append((rng.choice(["1a. INSURED'S I.D. NUMBER", "1a. MEMBER I.D. NUMBER", "1a. INSURED ID NO."]),
+                    r.insurance_member_id, 1.3))
+    if optional(rng, r, "insurance_payer", 0.9):
+        row.append((rng.choice(["11c. INSURANCE PLAN NAME OR PROGRAM NAME", "11c. PLAN NAME", "1. CARRIER"]),
+                    _payer_printed(rng, r.insurance_payer), 2.0))
+    row.append(("11. INSURED'S GROUP NUMBER", r.group_number, 1.0))
+    rows.append(row)
+    row = [(rng.choice(["17. NAME OF REFERRING PROVIDER OR OTHER SOURCE", "17. REFERRING PROVIDER",
+                        "17. NAME OF REFERRING PHYSICIAN"]), _provider(rng, r, rng.choice([0, 1, 3, 5])), 2.2)]
+    if optional(rng, r, "referring_provider_npi", 0.9):
+        row.append(("17b. NPI", r.referring_provider_npi, 1.0))
+    rows.append(row)
+    row = []
+    if optional(rng, r, "referring_practice_phone", 0.85):
+        row.append((rng.choice(["33. PROVIDER PH #", "33. BILLING PROVIDER PH #", "33a. OFFICE TELEPHONE"]),
+                    fmt_phone(rng, r.referring_practice_phone, False), 1.3))
+    if optional(rng, r, "referring_practice_fax", 0.85):
+        row.append((rng.choice(["33b. FAX #", "33b. RETURN FAX", "33b. OFFICE FAX NO."]),
+                    fmt_phone(rng, r.referring_practice_fax, False), 1.3))
+    row.append(("32. SERVICE FACILITY", r.specialist_practice, 2.0))
+    rows.append(row)
+    row = [(rng.choice(["24. SPECIALTY REQUESTED", "24. REFERRED TO (SPECIALTY)", "24. TYPE OF SERVICE"]),
+            fmt_specialty(rng, r.referred_to_specialty), 1.6)]
+    if optional(rng, r, "urgency", 0.85):
+        row.append(("25. PRIORITY", fmt_urgency(rng, r.urgency), 1.0))
+    rows.append(row)
+    codes_shown = optional(rng, r, "diagnosis_codes", 0.9)
+    x0, w = 54, PAGE_W - 108
+    cy = y
+    for row in rows:
+        total = sum(wt for *_, wt in row)
+        h = lsize + vsize + 10
+        cx = x0
+        for k, v, wt in row:
+            cw = w * wt / total
+            page.rect(cx, cy, cw, h, 0.7)
+            page.text(cx + 3, cy + lsize + 2, k, lsize)
+            if k == "SEX" and sex_shown:
+                if rng.random() < 0.5:    # "M [ ]  F [X]"
+                    sx = cx + 8
+                    for opt in "MF":
+                        sx = page.text(sx, cy + lsize + vsize + 5, opt, vsize) + 3
+                        sx = page.checkbox(sx, cy + lsize + vsize + 5, r.patient_sex == opt, 8) + 10
+                else:                     # a lone letter, as a printer fills the cell
+                    page.text(cx + 8, cy + lsize + vsize + 5, r.patient_sex, vsize)
+            elif v:
+                lines = wrap(page, v, cw - 8, vsize) or [""]
+                page.text(cx + 5, cy + lsize + vsize + 5, lines[0], vsize)
+            cx += cw
+        cy += h
+    if codes_shown:
+        h = lsize + 2 * (vsize + 4) + 8
+        page.rect(x0, cy, w, h, 0.7)
+        page.text(x0 + 3, cy + lsize + 2, "21. DIAGNOSIS OR NATURE OF ILLNESS OR INJURY (ICD-10)", lsize)
+        cx = x0 + 10
+        for i, c in enumerate(r.diagnosis_codes):
+            cx = page.text(cx, cy + lsize + vsize + 6, f"{'ABCD'[i]}. ", vsize) + 2
+            cx = page.text(cx, cy + lsize + vsize + 6, _code(rng, c), vsize) + 40
+        cy += h
+    if optional(rng, r, "reason", 0.85):
+        h = lsize + vsize + 12
+        page.rect(x0, cy, w, h, 0.7)
+        page.text(x0 + 3, cy + lsize + 2, rng.choice(["19. ADDITIONAL CLAIM INFORMATION / REASON FOR REFERRAL",
+                                                      "19. REASON FOR REFERRAL"]), lsize)
+        page.text(x0 + 5, cy + lsize + vsize + 5, r.reason, vsize)
+        cy += h
+    page.text(54, cy + 30, "31. SIGNATURE OF PHYSICIAN ______________________   DATE " +
+              fmt_date(rng, r.referral_date, "mm/dd/yyyy"), 8)
+    return [page]
+
+
+# ---- 8. a ruled two-column sheet: label cells on the left, wordings this corpus has not used ------
+
+def label_column_sheet(rng: random.Random, r: Referral) -> list[Page]:
+    page = Page(rng.choice(PROPORTIONAL + MONO))
+    y = letterhead(page, rng, r, phone=False, fax=False)
+    page.text(54, y + 16, rng.choice(["Patient Referral", "REFERRAL FOR CONSULTATION", "New Patient Referral Sheet"]),
+              13, True)
+    size = rng.choice([9.5, 10, 10.5])
+    show(r, "patient_family_name", "patient_given_name", "referring_provider_name", "referred_to_specialty",
+         "patient_dob")
+    rows: list[tuple[str, str]] = []
+    style = rng.randrange(3)
+    if style == 0:      # family first, no comma, the label says so
+        rows.append((rng.choice(["Patient (Last First)", "Name (Last First)", "Patient Last / First"]),
+                     f"{r.patient_family_name.upper()} {r.patient_given_name.upper()}"))
+    elif style == 1:
+        rows.append((rng.choice(["Patient", "Client Name", "Member Name"]), f"{r.patient_given_name} {r.patient_family_name}"))
+    else:
+        rows.append((rng.choice(["Surname", "Family Name"]), r.patient_family_name))
+        rows.append((rng.choice(["Given Name", "Forename", "First"]), r.patient_given_name))
+    rows.append((rng.choice(["Birth Date", "DOB (mm/dd/yyyy)", "Date of Birth"]), fmt_dob(rng, r.patient_dob)))
+    if optional(rng, r, "patient_sex", 0.85):
+        rows.append((rng.choice(["Gender", "Sex at Birth", "Sex (M/F)"]), fmt_sex(rng, r.patient_sex)))
+    if optional(rng, r, "patient_phone", 0.85):
+        rows.append((rng.choice(["Pt. Tel", "Home #", "Cell #", "Phone (H)", "Contact No.", "Best Contact #",
+                                 "Primary #"]), fmt_phone(rng, r.patient_phone, False)))
+    if optional(rng, r, "patient_mrn", 0.75):
+        rows.append((rng.choice(["Acct #", "Patient Acct No.", "Chart No.", "PID"]), r.patient_mrn))
+    if optional(rng, r, "insurance_payer", 0.9):
+        rows.append((rng.choice(["Carrier", "Insurance Co.", "Plan Name", "Payer Name", "Insurer", "Health Insurance"]),
+                     _payer_printed(rng, r.insurance_payer)))
+    if optional(rng, r, "insurance_member_id", 0.9):
+        ident = r.insurance_member_id
+        if rng.random() < 0.3 and len(ident) >= 9:     # printed in groups, as on the card
+            ident = " ".join(ident[i:i + 4] for i in range(0, len(ident), 4))
+        rows.append((rng.choice(["Policy No.", "Cert #", "Recipient ID", "Ins ID#", "ID Card #", "Enrollee ID",
+                                 "Policy Number"]), ident))
+    rows.append((rng.choice(["Group No.", "Grp #"]), r.group_number))
+    rows.append((rng.choice(["Referring Clinician", "Sending Provider", "Requested By", "Primary Care Physician"]),
+                 _provider(rng, r, rng.choice([1, 2, 3, 5]))))
+    if optional(rng, r, "referring_provider_npi", 0.9):
+        rows.append((rng.choice(["NPI No.", "Provider NPI #", "Individual NPI"]), r.referring_provider_npi))
+    if optional(rng, r, "referring_practice_phone", 0.85):
+        rows.append((rng.choice(["Office #", "Main #", "Practice Tel", "Callback #", "Office Tel", "Clinic Phone"]),
+                     fmt_phone(rng, r.referring_practice_phone, False)))
+    if optional(rng, r, "referring_practice_fax", 0.85):
+        rows.append((rng.choice(["Office Fax #", "Return Fax", "Fax Results To", "Practice Fax"]),
+                     fmt_phone(rng, r.referring_practice_fax, False)))
+    rows.append((rng.choice(["Specialty Needed", "Refer To", "Service Requested"]),
+                 fmt_specialty(rng, r.referred_to_specialty)))
+    if optional(rng, r, "urgency", 0.85):
+        rows.append((rng.choice(["Urgency", "Priority Level", "Acuity"]), fmt_urgency(rng, r.urgency)))
+    if optional(rng, r, "diagnosis_codes", 0.9):
+        rows.append((rng.choice(["ICD-10 Dx", "Diagnosis Codes", "Dx Code(s)"]),
+                     rng.choice([", ", "; ", "  "]).join(_code(rng, c) for c in r.diagnosis_codes)))
+    if optional(rng, r, "reason", 0.9):
+        rows.append((rng.choice(["Reason for Visit", "Clinical Question", "Presenting Problem"]), r.reason))
+    x0, split, x1 = 54, 54 + rng.choice([150, 170, 190]), PAGE_W - 54
+    cy = y + 28
+    h = size * 2.0
+    for k, v in rows:
+        page.rect(x0, cy, split - x0, h, 0.7)
+        page.rect(split, cy, x1 - split, h, 0.7)
+        page.text(x0 + 4, cy + h * 0.68, k, size, rng.random() < 0.5)
+        lines = wrap(page, v, x1 - split - 10, size) or [""]
+        page.text(split + 6, cy + h * 0.68, lines[0], size)
+        cy += h
+    page.text(54, cy + 40, "Contact our referral coordinator with questions.", 9)
+    return [page]
+
+
+# ---- 9. a compact slip: values after wide gaps, no colons, the practice's numbers in the footer ----
+
+def referral_slip(rng: random.Random, r: Referral) -> list[Page]:
+    page = Page(rng.choice(PROPORTIONAL))
+    size = rng.choice([9.5, 10, 10.5])
+    page.text(54, 60, r.practice_name.upper(), 14, True)
+    page.text(54, 74, rng.choice(["Referral Slip", "Outgoing Referral", "Specialty Referral"]), 10)
+    page.line(54, 80, PAGE_W - 54, 80, 1.0)
+    show(r, "patient_family_name", "patient_given_name", "referring_provider_name", "referred_to_specialty",
+         "patient_dob")
+    y = 100.0
+    gap = rng.choice([60, 75, 90])
+
+    def pair(k: str, v: str, x: float = 54) -> float:
+        end = page.text(x, y, k, size - 1, True)
+        return page.text(max(end + 12, x + gap), y, v, size)
+
+    name = rng.choice([f"{r.patient_family_name}, {r.patient_given_name}", f"{r.patient_given_name} {r.patient_family_name}",
+                       f"{r.patient_family_name.upper()}, {r.patient_given_name.upper()}"])
+    pair(rng.choice(["Patient", "PATIENT", "Pt Name"]), name)
+    pair(rng.choice(["DOB", "Born"]), fmt_dob(rng, r.patient_dob), 330)
+    y += size * 2
+    if optional(rng, r, "patient_sex", 0.8):
+        pair(rng.choice(["Sex", "Gender"]), fmt_sex(rng, r.patient_sex))
+    if optional(rng, r, "patient_phone", 0.8):
+        pair(rng.choice(["Home", "Cell", "Mobile", "Tel"]), fmt_phone(rng, r.patient_phone, False), 330)
+    y += size * 2
+    if optional(rng, r, "insurance_payer", 0.9):
+        pair(rng.choice(["Insurance", "Plan", "Carrier"]), _payer_printed(rng, r.insurance_payer))
+    if optional(rng, r, "insurance_member_id", 0.85):
+        pair(rng.choice(["Member ID", "ID #", "Policy #", "Subscriber #"]), r.insurance_member_id, 330)
+    y += size * 2
+    if optional(rng, r, "patient_mrn", 0.7):
+        pair(rng.choice(["MRN", "Chart #", "Acct"]), r.patient_mrn)
+        y += size * 2
+    pair(rng.choice(["Refer to", "Specialty", "Consult"]), fmt_specialty(rng, r.referred_to_specialty))
+    if optional(rng, r, "urgency", 0.85):
+        pair(rng.choice(["Priority", "Urgency"]), fmt_urgency(rng, r.urgency), 330)
+    y += size * 2
+    if optional(rng, r, "diagnosis_codes", 0.9):
+        pair(rng.choice(["Dx", "ICD-10", "Diagnosis"]), ", ".join(_code(rng, c) for c in r.diagnosis_codes))
+        y += size * 2
+    if optional(rng, r, "reason", 0.9):
+        pair(rng.choice(["Reason", "Indication", "Question"]), r.reason)
+        y += size * 2
+    y += size * 2
+    pair(rng.choice(["Referring", "Provider", "Ordering"]), _provider(rng, r, rng.choice([1, 3, 5])))
+    if optional(rng, r, "referring_provider_npi", 0.85):
+        pair("NPI", r.referring_provider_npi, 330)
+    y += size * 3
+    page.line(54, y - size, PAGE_W - 54, y - size, 0.8)
+    foot = [r.practice_address[0] + ", " + r.practice_address[1]]
+    if optional(rng, r, "referring_practice_phone", 0.85):
+        foot.append(f"{rng.choice(['T', 'P', 'Tel', 'Ph', 'Main'])} {fmt_phone(rng, r.referring_practice_phone, False)}")
+    if optional(rng, r, "referring_practice_fax", 0.85):
+        foot.append(f"{rng.choice(['F', 'Fax'])} {fmt_phone(rng, r.referring_practice_fax, False)}")
+    page.text(54, y + 4, "   ".join(foot), 8.5)
+    return [page]
+
 LAYOUTS = {
     "ehr_referral_order": ehr_referral_order,
     "sentence_letter": sentence_letter,
@@ -496,4 +744,15 @@ LAYOUTS = {
     "abbreviated_intake": abbreviated_intake,
     "diagnosis_table_form": diagnosis_table_form,
     "payer_request_form": payer_request_form,
+}
+
+# second round (`generate --split extra2`), kept apart so that the seeds of `--split extra` above still
+# give the same documents: numbered claim-style boxes, a label column with wordings no other layout
+# uses (Carrier, Cert #, Recipient ID, Main #, Pt. Tel, "Patient (Last First)" without a comma), a
+# slip whose practice numbers sit in the footer ("T 555...  F 555..."); payers printed by alias or
+# with plan words (BCBS, UHC, Aetna PPO)
+LAYOUTS_2 = {
+    "numbered_claim_form": numbered_claim_form,
+    "label_column_sheet": label_column_sheet,
+    "referral_slip": referral_slip,
 }

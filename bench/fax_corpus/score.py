@@ -1,6 +1,6 @@
 """Score the fax extractor against a generated corpus, field by field.
 
-    python bench/fax_corpus/score.py DIR [--via api|cli|cached] [--split all|train|holdout|extra]
+    python bench/fax_corpus/score.py DIR [--via api|cli|cached] [--split all|train|holdout|extra|extra2]
                                          [--workers N] [--limit N] [--json OUT] [--cache DIR]
 
 For every NAME.{pdf,tif,tiff,png,jpg} with NAME.json beside it, runs the extractor
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Score the fax extractor against a generated corpus.")
     ap.add_argument("folder", type=Path)
     ap.add_argument("--via", choices=["api", "cli", "cached"], default="cli")
-    ap.add_argument("--split", choices=["all", "train", "holdout", "extra"], default="all")
+    ap.add_argument("--split", choices=["all", "train", "holdout", "extra", "extra2"], default="all")
     ap.add_argument("--cache", type=Path, help="where --via cached keeps each document's OCR (default DIR/.ocr_cache)")
     ap.add_argument("--workers", type=int, default=1, help="documents scored at once")
     ap.add_argument("--limit", type=int, help="score only the first N documents")

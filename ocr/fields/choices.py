@@ -90,11 +90,27 @@ def parse_urgency(text: str) -> str | None:
     for pattern, value in URGENCY_WORDS:
         if re.search(r"(?<![a-z])(?:" + pattern + r")(?![a-z])", low):
             return value
+    return _garbled_urgency_word(low)
+
+
+def _garbled_urgency_word(low: str) -> str | None:
+    """ "foutine", "Urgemt": the first word, one OCR slip from "routine" / "urgent" (six letters or
+    more, so no short word is stretched into one). Anything else -> None."""
+    from rapidfuzz.distance import Levenshtein
+    first = re.findall(r"[a-z]+", low)[:1]
+    if not first or len(first[0]) < 6:
+        return None
+    for word, value in (("routine", "routine"), ("urgent", "urgent")):
+        if Levenshtein.distance(first[0], word) <= 1:
+            return value
     return None
 
 
 def parse_sex(text: str) -> str | None:
     tokens = text.split()
+    if any(t in (CHECKED, UNCHECKED) or TICKED.match(t) and t not in ("X", "x") for t in tokens):
+        # "MB ☒  F ☐", "MO ☐ F ☒": the box's outline glued to the option letter as B/O/0/[
+        tokens = [re.sub(r"^([MF])[OoB0D\[\]|]$", r"\1", t) for t in tokens]
     picked = checkbox_choice(tokens, SEX_WORDS)
     if picked:
         return picked[0]
@@ -105,6 +121,20 @@ def parse_sex(text: str) -> str | None:
         return None
     word = re.split(r"[/(]", first[0])[0]
     got = _classify(word, SEX_WORDS)
-    if got is None and re.fullmatch(r"[Il1|\[][MF]", word):
-        got = _classify(word[1], SEX_WORDS)    # "IF": a cell's left rule read as a letter before the value
+    if got is None and re.fullmatch(r"[Il1|\[oO0({'\u2018\u201c][MF]", word):
+        got = _classify(word[1], SEX_WORDS)    # "IF", "oF": a cell's rule or a speck read as a mark before the value
+    if got is None:
+        got = _garbled_sex_word(word)
     return got
+
+
+def _garbled_sex_word(word: str) -> str | None:
+    """ "FRMAI", "FEMAIE", "MAIE": a sex word that faxing garbled keeps its first letter and most of
+    its length; F or M first and within a few edits of "female" / "male" is that word. Anything else
+    (a name, another label) -> None."""
+    from rapidfuzz.distance import Levenshtein
+    w = word.lower()
+    if not re.fullmatch(r"[a-z]{4,7}", w) or w[0] not in "fm":
+        return None
+    target, limit = ("female", 3 if len(w) >= 5 else 1) if w[0] == "f" else ("male", 1)
+    return w[0].upper() if Levenshtein.distance(w, target) <= limit else None

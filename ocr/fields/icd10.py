@@ -13,7 +13,7 @@ from functools import lru_cache
 CODE_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z0-9$\u00a3\u20ac\[|][0-9OoIlSZB&][0-9A-Z&](?:\s?\.\s?[0-9A-Z]{1,4}|,(?=\S)[0-9A-Z]{1,4}|[0-9A-Z]{1,4})?)(?![A-Za-z0-9])")
 LETTER_FOR = {"1": "I", "0": "O", "5": "S", "8": "B", "2": "Z", "6": "G", "[": "I", "|": "I"}
 FIRST_ALTERNATIVES = {"[": "IJ", "|": "IJ", "$": "JS", "\u00a3": "E", "\u20ac": "E", "1": "ILJ", "0": "OD", "5": "S", "8": "B", "2": "Z", "6": "G", "I": "J", "J": "I",
-                      "S": "J"}
+                      "S": "J", "3": "J", "7": "T", "4": "A"}     # a faxed J's hook lost reads 3; T as 7, A as 4
 SPLIT_TAIL = re.compile(r" ([0-9]{1,4})(?![A-Za-z0-9.]|,\S)")
 DIGIT_FOR = {"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "Z": "2", "B": "8", "&": "8"}
 

@@ -43,6 +43,7 @@ def parse_npi(text: str) -> str | None:
 
 
 _ID_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*[A-Za-z0-9]|[0-9]")
+NOT_A_PREFIX = {"ID", "NO", "MR", "MRN", "GRP", "DOB", "PH", "TEL", "FAX", "NPI", "SSN", "DR", "MD", "DO"}
 _NOT_ID = {"none", "n/a", "na", "unknown", "pending", "self", "same"}
 
 
@@ -60,15 +61,25 @@ def parse_identifier(text: str, min_len: int = 4) -> str | None:
     for i, tok in enumerate(tokens[:4]):
         if tok.lower() in _NOT_ID:
             return None
-        if re.fullmatch(r"[A-Z]{1,3}", tok) and i + 1 < len(tokens) and re.fullmatch(r"[0-9]{2,5}", tokens[i + 1]):
-            tok = tok + tokens.pop(i + 1)          # "W 1234 5678": a letter prefix printed apart
+        if re.fullmatch(r"[A-Z]{1,3}", tok) and tok not in NOT_A_PREFIX and i + 1 < len(tokens) \
+                and re.fullmatch(r"[0-9]{2,9}", tokens[i + 1]):
+            tok = tok + tokens.pop(i + 1)          # "W 1234 5678", "ABC 123456789": a letter prefix printed apart
         if not _ID_TOKEN.fullmatch(tok) or not re.search(r"\d", tok):
             continue
         ident = tok
         # a grouped id: "W123 4567 89" -> the groups that follow directly, all alnum with digits
+        last = tok
         for nxt in tokens[i + 1:i + 4]:
-            if re.fullmatch(r"[0-9]{2,5}", nxt) and len(tok) <= 5:
+            # "4183 5333 1": the last group of a card's 4-4-... print may be shorter, down to one digit;
+            # "7UB6 P3MM 20K": a card prints letters and digits in groups of four
+            card = len(last) == 4 and re.fullmatch(r"[A-Z0-9]{1,4}", nxt) is not None and re.search(r"\d", nxt) \
+                and re.fullmatch(r"[A-Z0-9]{4}", tok) is not None
+            if len(tok) <= 5 and (re.fullmatch(r"[0-9]{2,5}", nxt)
+                                  or (ident == tok and re.fullmatch(r"[A-Z]{1,3}[0-9]?|[A-Z]{2,3}[0-9]{1,2}", tok)
+                                      and re.fullmatch(r"[0-9]{6,9}", nxt))   # "YNW6 73483230": two card groups run together
+                                  or (re.fullmatch(r"[0-9]{1,3}", nxt) and len(last) == 4 and ident != tok) or card):
                 ident += nxt
+                last = nxt
             else:
                 break
         if len(ident) >= min_len:
@@ -87,3 +98,16 @@ def fix_id_ocr(ident: str) -> str:
     if rest and sum(c.isdigit() for c in rest) >= 0.7 * len(rest.replace("-", "")):
         rest = rest.translate(TO_DIGIT)
     return prefix + rest
+
+
+MBI_SHAPE = re.compile(r"[1-9][A-Z0-9]{10}")
+
+
+def fix_mbi(ident: str) -> str:
+    """A Medicare Beneficiary Identifier (11 characters, a digit 1-9 first) never holds the letters
+    O or I (CMS leaves them out because they read as 0 and 1), so in an MBI they are 0 and 1.
+    Anything not of the MBI's shape is returned unchanged."""
+    flat = ident.replace("-", "").upper()
+    if not MBI_SHAPE.fullmatch(flat) or not re.search(r"[OI]", flat):
+        return ident
+    return flat.replace("O", "0").replace("I", "1")

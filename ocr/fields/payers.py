@@ -14,6 +14,10 @@ from pathlib import Path
 from rapidfuzz import fuzz, process
 
 PAYERS_FILE = Path(__file__).resolve().parent.parent / "payers.txt"
+# words of form titles and box heads, never of an unknown plan's name
+NOT_A_PLAN = re.compile(r"(?i)(?:form|referral|request|authorization|information|number|name|group|insured|"
+                        r"patient|date|provider|physician|signature|address|telephone|phone|fax)(?![a-z])|"
+                        r"(?i:insured|number|group)")
 PLAN_WORDS = r"\b(ppo|hmo|epo|pos|hdhp|plan|choice|plus|select|open access|gold|silver|bronze|platinum|part [abcd]|commercial|group|individual|primary|secondary)\b"
 
 
@@ -43,6 +47,8 @@ def match_payer(text: str) -> tuple[str, float] | None:
         return None
     raw = re.split(r"\s{3,}|\b(?:member|subscriber|policy|id|group|grp)\b\s*[#:]", text, flags=re.I)[0]
     raw = raw.strip(" :;,.-|")
+    if not re.fullmatch(r"[\d\W]+", raw):
+        raw = re.sub(r"(?:\s+[#\d][\w\-]*)+$", "", raw)     # "Harvard Pilgrim 945951": the next box's number read along
     if not raw or re.fullmatch(r"[\d\W]+", raw) or len(raw) > 80:
         return None
     aliases = payer_aliases()
@@ -66,6 +72,8 @@ def match_payer(text: str) -> tuple[str, float] | None:
     hit = process.extractOne(stripped, list(keys), scorer=fuzz.ratio, score_cutoff=88) if stripped else None
     if hit:
         return keys[hit[0]], hit[1] / 100 * 0.95
+    if NOT_A_PLAN.search(raw):
+        return None          # "REFERRAL FORM", "INSURED'S GROUP NUMBER": a title or the next box's head, no plan
     if re.search(r"[A-Za-z]{3}", raw) and len(raw.split()) <= 6 and not re.search(r"\d", raw) \
             and sum(c.isalpha() for c in raw) >= 0.7 * len(raw.replace(" ", "")):
         return re.sub(r"\s+", " ", raw), 0.5

@@ -1,7 +1,8 @@
 """Phone and fax numbers: 10 NANP digits, from any printed form.
 
-Accepts (555) 123-4567, 555.123.4567, 555-123-4567 x12, +1 555 123 4567, 5551234567
-and the same with letters OCR mistook for digits. Rejects numbers whose area code or
+Accepts (555) 123-4567, 555.123.4567, 555-123-4567 x12, +1 555 123 4567, 5551234567,
+(555) 1234567 / 555-1234567, [555] or {555} (brackets OCR swapped), dashes read as en/em
+dashes, and the same with letters OCR mistook for digits. Rejects numbers whose area code or
 exchange starts with 0 or 1 (not valid NANP), which also screens out most misreads.
 """
 from __future__ import annotations
@@ -11,8 +12,11 @@ import re
 from ocr.fields.digits import TO_DIGIT
 
 _D = r"[0-9OoIlSB|]"
+_SEP = r"[\s.\-\u2013\u2014~]"      # faxes turn hyphens into en/em dashes or tildes
 PHONE_RE = re.compile(
-    rf"(?<![0-9A-Za-z])(?:\+?1[\s.\-]*)?\(?\s*({_D}{{3}})\s*\)?[\s.\-/]*({_D}{{3}})\s*[\s.\-]\s*({_D}{{4}})(?![0-9])"
+    # area code in (), [] or {} (OCR swaps the brackets), or bare; then 3 + 4 digits, apart or as one run of 7
+    rf"(?<![0-9A-Za-z])(?:\+?1{_SEP}*)?[(\[{{]?\s*({_D}{{3}})\s*[)\]}}]?(?:{_SEP}|/)*({_D}{{3}})\s*{_SEP}\s*({_D}{{4}})(?![0-9])"
+    rf"|(?<![0-9A-Za-z])(?:\+?1{_SEP}*)?(?:[(\[{{]\s*([0-9]{{3}})\s*[)\]}}]\s*{_SEP}?|([0-9]{{3}})\s*{_SEP}\s*)([0-9]{{7}})(?![0-9])"
     rf"|(?<![0-9])(?:1)?([0-9]{{10}})(?![0-9])")
 
 
