@@ -260,11 +260,11 @@ class PgConnection:
             cur = self._execute(statement, sql, params)
         except psycopg.OperationalError:
             if not (retry and self._idle and self.url is not None and self.lost):
-                self._idle = self.raw.info.transaction_status == _IDLE()
+                self._idle = self.raw.info.transaction_status == _idle_status()
                 raise
             self._reopen()         # the server went away while this connection was idle: once more
             cur = self._execute(statement, sql, params)
-        self._idle = self.raw.info.transaction_status == _IDLE()
+        self._idle = self.raw.info.transaction_status == _idle_status()
         if statement in ("COMMIT", "END") and cur.statusmessage != "COMMIT":
             raise StoreError("the transaction was rolled back, not committed (a statement in it had failed)")
         return PgCursor(cur)
@@ -326,13 +326,13 @@ def _adapt(raw) -> None:
         raw.adapters.register_dumper(kind, Untyped)
     raw.adapters.register_loader("numeric", Number)
     # A node frozen (VM paused, SIGSTOP, cut off) inside a BEGIN IMMEDIATE would hold the cluster-wide
-    # write lock until the server noticed the dead socket (hours): every node's writer, and so every
-    # ACK, would wait on it. The server ends such a session after this long idle inside a transaction
+    # write lock until the server noticed the dead socket (hours): every node's referral updates,
+    # outbound claims and user actions would wait on it. The server ends such a session after this long idle inside a transaction
     # (the engine never idles that long inside one); the frozen node's transaction rolls back, unACKed.
     raw.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_SECONDS * 1000)}")
 
 
-def _IDLE():
+def _idle_status():
     from psycopg.pq import TransactionStatus
     return TransactionStatus.IDLE
 
