@@ -14,9 +14,10 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
+
+from bench.procs import free_port
 
 
 def server_bin() -> Path:
@@ -25,12 +26,6 @@ def server_bin() -> Path:
         raise RuntimeError("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin "
                            "(scripts/setup.sh installs the postgresql package)")
     return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresCluster:
@@ -42,7 +37,7 @@ class PostgresCluster:
     @classmethod
     def start(cls, root: Path, settings: dict[str, str] | None = None) -> "PostgresCluster":
         root.mkdir(parents=True, exist_ok=True)
-        cluster = cls(root, _free_port())
+        cluster = cls(root, free_port())
         as_user = []
         if os.geteuid() == 0:
             shutil.chown(root, "postgres")

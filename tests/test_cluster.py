@@ -10,6 +10,7 @@ delivered, and each patient's notifications in the order their messages came.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import port_accepts
 from channels.mllp.client import MLLPClient, msa
 from engine.config import load_config
 from tests.conftest import REPO, EngineProcess, free_port, open_store, sample, wait_until, write_config
@@ -31,11 +33,16 @@ REFERRALS = int(os.environ.get("CLUSTER_TEST_REFERRALS", "16667"))      # x3 mes
 SENDERS = 6
 
 
+@functools.lru_cache(maxsize=None)
+def _template(name: str) -> bytes:
+    return b"\r".join(s for s in sample(name).split(b"\r") if s.strip()) + b"\r"
+
+
 def story(i: int) -> list[bytes]:
     """Referral i: ORM^O01, SIU^S12, SIU^S13, with its own MSH-10s, placer number, MRN and appointment ids."""
     out = []
     for name in ("ORM_O01_v2.5.1_bench25.hl7", "SIU_S12_v2.5.1.hl7", "SIU_S13_v2.5.1.hl7"):
-        raw = b"\r".join(s for s in sample(name).split(b"\r") if s.strip()) + b"\r"
+        raw = _template(name)
         msh = raw.split(b"\r", 1)[0].split(b"|")
         control = f"{name[:7]}{i:06d}".replace("_", "").encode()
         raw = raw.replace(b"|" + msh[9] + b"|", b"|" + control + b"|", 1)
@@ -123,7 +130,7 @@ def test_three_nodes_behind_haproxy_lose_and_double_nothing_when_one_is_killed(t
         haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_until(lambda: _accepts(front), timeout=10, what="haproxy listening")
+            wait_until(lambda: port_accepts(front), timeout=10, what="haproxy listening")
             per_sender = [[m for i in range(s, REFERRALS, SENDERS) for m in story(i)] for s in range(SENDERS)]
             senders = [Sender(front, messages) for messages in per_sender]
             for s in senders:
@@ -198,14 +205,6 @@ def test_three_nodes_behind_haproxy_lose_and_double_nothing_when_one_is_killed(t
                 if node.proc.poll() is None:
                     node.terminate()
 
-
-def _accepts(port: int) -> bool:
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def fax_node_config(root: Path, name: str, shared: Path) -> Path:
