@@ -47,6 +47,7 @@ def trial(name: str, args, rate: float | None = None, n: int | None = None) -> d
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-", dir=args.tmp_root) as d, \
                 procs.running(name, Path(d), args.ready_timeout) as srv:
             warm = _load(srv, args, args.warmup) if args.warmup else {"errors": 0}
+            srv.settle()
             res = _load(srv, args, n or args.messages, rate)
             res["warmup_errors"] = warm["errors"]
             res["startup_s"] = round(srv.startup_s, 2)

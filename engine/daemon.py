@@ -119,6 +119,8 @@ class Engine:
             await self.web_side.stop()
         for listener in self.listeners:
             await listener.stop()
+        if self.web_side is not None:
+            self.web_side.stop_metrics()
         for fax in self.fax_channels:     # before the writer closes: in-flight faxes still commit
             await fax.stop()
         self._wake.set()

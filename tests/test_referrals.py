@@ -321,6 +321,27 @@ def test_schema_indexes_for_worklists_and_lookups(store_url):
     conn.close()
 
 
+def test_cancel_lookup_is_indexed_however_many_messages_a_referral_has(store_url):
+    """Every order message applied to a referral asks whether it was canceled: answered from the small
+    cancel index (migration 11), not by walking all of the referral's messages."""
+    e = Engine(store_url)
+    for _ in range(3):
+        e.send(order())
+    assert e.store.order_canceled(1) is False
+    e.send(Mapped(event="referral.cancel", placer_order_number=PLACER, reason="patient moved"))
+    assert e.store.order_canceled(1) is True
+    sql = ("SELECT 1 FROM referral_messages WHERE referral_id=1 AND event='referral.cancel' "
+           "AND outcome='applied' LIMIT 1")
+    if e.journal.postgres:
+        assert ("referral_id",) in indexed_columns(e.journal.conn, "referral_messages")
+        assert any("idx_referral_messages_cancel" in r[0] for r in e.journal.conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename='referral_messages'"))
+    else:
+        plan = " ".join(r[3] for r in e.journal.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "idx_referral_messages_cancel" in plan
+    e.journal.close()
+
+
 # ---- property: random message sequences keep history and status consistent ----------
 
 SEQ_EVENTS = [e for e in EVENTS if e != "referral.order"]

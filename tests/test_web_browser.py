@@ -298,10 +298,15 @@ def test_a_crashed_dashboard_is_restarted_by_the_engine(running):
 
 def test_metrics_carry_engine_counters_and_store_gauges(running):
     engine, base, mllp_port, db = running
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-        body = r.read().decode()
-    counted = [line for line in body.splitlines() if line.startswith('engine_messages_in_total{ack="CA",channel="ehr_inbound"}')]
-    assert counted and float(counted[0].split()[-1]) >= 6
-    latency = [line for line in body.splitlines() if line.startswith('engine_ack_latency_seconds_count{channel="ehr_inbound"}')]
-    assert latency and float(latency[0].split()[-1]) >= 6
+    def sample(body: str, name: str) -> float:
+        lines = [line for line in body.splitlines() if line.startswith(name)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    def scrape() -> str:
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+            return r.read().decode()
+    # ACK counts reach the metric files within engine.web.metrics.FLUSH_SECONDS of the ACK
+    wait_for(lambda: sample(scrape(), 'engine_messages_in_total{ack="CA",channel="ehr_inbound"}') >= 6, timeout=5)
+    body = scrape()
+    assert sample(body, 'engine_ack_latency_seconds_count{channel="ehr_inbound"}') >= 6
     assert "engine_messages_waiting" in body and 'engine_referrals{status="scheduled"}' in body

@@ -100,3 +100,8 @@ class WebSide:
             await asyncio.get_running_loop().run_in_executor(None, self.server.stop)
         if self._conn is not None:
             self._conn.close()
+
+    def stop_metrics(self) -> None:
+        """After the listeners' last ACK: what they counted reaches the metric files."""
+        if self.metrics is not None:
+            self.metrics.stop()
