@@ -73,6 +73,10 @@ class GroupCommitter:
                 self._cond.notify_all()     # two threads may wait (the urgent and the background lane)
         return future
 
+    def quiet_for(self) -> float:
+        """Seconds since the last urgent item (a frame waiting for its ACK) was submitted."""
+        return time.monotonic() - self._last_urgent
+
     def _wait(self, timeout: float | None = None) -> None:
         """Under the lock: sleep until `submit` (or `close`) wakes this thread, or `timeout`."""
         self._sleeping += 1

@@ -82,3 +82,31 @@ def test_with_a_background_writer_frames_never_wait_behind_background_work():
     acked, applied = run(main())
     assert acked == [f"frame-{i}" for i in range(50)] and frames == acked
     assert applied == ["applied-bg-0", "applied-bg-1", "applied-bg-2"]
+
+
+def test_processed_messages_go_in_small_chunks_while_frames_arrive_and_big_ones_when_quiet():
+    """A frame that arrives while the writer applies referral updates waits for that transaction:
+    2 updates while frames keep coming, 8 when the engine has been quiet for a while."""
+    from engine.daemon import Engine
+    sizes: list[tuple[str, int]] = []
+
+    def write(items):
+        for item in items:
+            sizes.append(("frame", 1) if item == "frame" else ("changes", len(item)))
+        return [None] * len(items)
+
+    async def main():
+        committer = GroupCommitter(write, idle_gap=0.0, max_wait=0.0)
+        committer.start(asyncio.get_running_loop())
+        engine = object.__new__(Engine)
+        engine.committer, engine.after_apply = committer, None
+        await asyncio.sleep(Engine.QUIET_SECONDS * 2)
+        assert committer.quiet_for() > Engine.QUIET_SECONDS
+        await engine._apply(list(range(20)))               # quiet: 8 + 8 + 4
+        await committer.submit("frame")
+        assert committer.quiet_for() < Engine.QUIET_SECONDS
+        await engine._apply(list(range(5)))                # a frame just came: 2 + 2 + 1
+        await committer.close()
+    run(main())
+    assert sizes == [("changes", 8), ("changes", 8), ("changes", 4), ("frame", 1),
+                     ("changes", 2), ("changes", 2), ("changes", 1)]
