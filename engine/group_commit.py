@@ -9,13 +9,17 @@ fsync among everything that arrived during the previous commit (throughput
 grows with concurrency). Futures are resolved with one loop callback per batch.
 
 Two lanes. Frames waiting for their ACK are *urgent*. Processed messages
-(`submit(..., background=True)`: referral updates, ~0.3 ms each; delivery
-claims and outcomes) are written one item per transaction, and only when no
-urgent item has arrived for `idle_gap` seconds — or when background work has
-waited `max_wait` seconds, so processing never starves: under full load it
-still gets one item per `max_wait`, delaying ACKs by one such transaction at
-most that often. (Several background items per transaction were tried: the
-outbound queue gained nothing measurable and ACK latency at 2,000 msg/s grew.)
+(`submit(..., background=True)`: referral updates, ~0.3-0.6 ms each; delivery
+claims and outcomes) are written one item per transaction, when no urgent item
+is waiting and one of: frames kept the writer busy less than `busy_share` of the
+last BUSY_WINDOW seconds (a steady 500 msg/s: processing keeps up, each frame
+waits at most for one short background transaction), no urgent item has arrived
+for `idle_gap` seconds (a burst that keeps the writer busy with frames: processing
+takes the gaps), or background work has waited `max_wait` seconds — processing
+never starves: under full load it still gets one item per `max_wait`, delaying
+ACKs by one such transaction at most that often. (Several background items per
+transaction were tried: the outbound queue gained nothing measurable and ACK
+latency at 2,000 msg/s grew.)
 
 With `write_background` (PostgreSQL: a second connection) the background lane has its own
 thread and transactions, so frames never wait behind it: a referral update there holds the
@@ -31,15 +35,21 @@ from collections import deque
 from typing import Any, Callable
 
 
+BUSY_WINDOW = 0.1     # seconds over which the writer's recent busy share is measured
+
+
 class GroupCommitter:
     def __init__(self, write_batch: Callable[[list[Any]], list[Any]], max_batch: int = 512,
                  name: str = "group-commit", idle_gap: float = 0.002, max_wait: float = 0.05,
-                 write_background: Callable[[list[Any]], list[Any]] | None = None):
+                 write_background: Callable[[list[Any]], list[Any]] | None = None, busy_share: float = 0.3):
         self._write_batch = write_batch
         self._write_background = write_background
         self._max_batch = max_batch
         self._idle_gap = idle_gap
         self._max_wait = max_wait
+        self._busy_share = busy_share
+        self._recent: deque = deque()       # (ended, seconds) of the frames' transactions in the last BUSY_WINDOW
+        self._recent_busy = 0.0
         self._urgent: deque = deque()
         self._background: deque = deque()
         self._cond = threading.Condition()
@@ -94,23 +104,31 @@ class GroupCommitter:
         if self._background_thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._background_thread.join)
 
-    def _next_batch(self) -> list | None:
-        """Under the lock: the next transaction's items, or None to stop. Waits while there is nothing to do."""
+    def _next_batch(self) -> tuple[list, bool] | None:
+        """Under the lock: the next transaction's items and whether they are urgent, or None to stop.
+        Waits while there is nothing to do."""
         while True:
             if self._urgent:
                 n = min(len(self._urgent), self._max_batch)
-                return [self._urgent.popleft() for _ in range(n)]
+                return [self._urgent.popleft() for _ in range(n)], True
             if self._background and self._write_background is None:
                 now = time.monotonic()
                 wait = min(self._last_urgent + self._idle_gap, self._last_background + self._max_wait) - now
-                if wait <= 0 or self._stopping:
+                if wait <= 0 or self._stopping or self._busy(now) < self._busy_share:
                     self._last_background = now
-                    return [self._background.popleft()]
+                    return [self._background.popleft()], False
                 self._wait(wait)
                 continue
             if self._stopping:
                 return None
             self._wait()
+
+    def _busy(self, now: float) -> float:
+        """Under the lock: the share of the last BUSY_WINDOW seconds the writer spent committing frames."""
+        recent = self._recent
+        while recent and recent[0][0] < now - BUSY_WINDOW:
+            self._recent_busy -= recent.popleft()[1]
+        return self._recent_busy / BUSY_WINDOW
 
     def _run_background(self) -> None:
         """The background lane's own thread (with `write_background`): one item per transaction."""
@@ -129,7 +147,14 @@ class GroupCommitter:
                 batch = self._next_batch()
             if batch is None:
                 return
+            batch, urgent = batch
+            started = time.monotonic()
             self._commit(batch, self._write_batch)
+            if urgent:
+                ended = time.monotonic()
+                with self._cond:
+                    self._recent.append((ended, ended - started))
+                    self._recent_busy += ended - started
 
     def _commit(self, batch: list, write: Callable[[list[Any]], list[Any]]) -> None:
         started = time.perf_counter()

@@ -33,7 +33,8 @@ def test_background_work_waits_for_a_gap_in_urgent_traffic_but_is_never_starved(
         return items
 
     async def main():
-        committer = GroupCommitter(write, idle_gap=0.05, max_wait=0.3)
+        # busy_share 0: only the gap rule (frames here cost the writer nothing, so it is never busy)
+        committer = GroupCommitter(write, idle_gap=0.05, max_wait=0.3, busy_share=0.0)
         committer.start(asyncio.get_running_loop())
         urgent = [committer.submit("frame-0")]
         background = committer.submit("bg-1", background=True)
@@ -110,3 +111,38 @@ def test_processed_messages_go_in_small_chunks_while_frames_arrive_and_big_ones_
     run(main())
     assert sizes == [("changes", 8), ("changes", 8), ("changes", 4), ("frame", 1),
                      ("changes", 2), ("changes", 2), ("changes", 1)]
+
+
+def test_background_work_runs_between_frames_while_they_leave_the_writer_mostly_idle():
+    """A steady trickle of frames that keeps the writer busy less than busy_share: background work runs
+    whenever no frame is waiting (processing keeps up); frames that keep it busier push it to the gaps."""
+    def run_with(frame_seconds: float) -> list[str]:
+        order: list[str] = []
+
+        def write(items):
+            if items[0].startswith("frame"):
+                time.sleep(frame_seconds)
+            order.extend(items)
+            return items
+
+        async def main():
+            committer = GroupCommitter(write, idle_gap=10.0, max_wait=10.0, busy_share=0.3)
+            committer.start(asyncio.get_running_loop())
+            frames, background = [], []
+            for i in range(40):          # a frame every 10 ms for 0.4 s; background work from 0.15 s on
+                frames.append(committer.submit(f"frame-{i}"))
+                if 15 <= i < 25:
+                    background.append(committer.submit(f"bg-{i - 15}", background=True))
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*frames)
+            ran = sum(1 for b in background if b.done())
+            await committer.close()
+            return ran
+        ran = run(main())
+        return order, ran
+
+    order, ran = run_with(0.001)        # ~10 % busy: all ten background items done while frames still came
+    assert ran == 10 and order.index("bg-9") < order.index("frame-39")
+    order, ran = run_with(0.02)         # frames come faster than they commit: background waits (for gaps
+    #                                      of 10 s or max_wait 10 s here, i.e. until close)
+    assert ran == 0 and order.index("bg-0") > order.index("frame-39")
