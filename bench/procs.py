@@ -74,8 +74,11 @@ def _engine_settled(store: Path, web_port: int | None, timeout: float = 60.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
+            db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+            try:
                 waiting = db.execute("SELECT count(*) FROM messages WHERE status='received'").fetchone()[0]
+            finally:
+                db.close()
         except sqlite3.Error:
             waiting = -1
         if waiting == 0 and (web_port is None or port_accepts(web_port)):

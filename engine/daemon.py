@@ -202,9 +202,10 @@ class Engine:
     async def _apply(self, changes: list) -> None:
         """Referral updates cost ~0.3-0.6 ms each in the writer: commit them in small chunks, one after
         another, so frames waiting for their ACK share the next transaction instead of waiting behind
-        a whole batch."""
+        a whole batch. (With a background writer of its own, PostgreSQL, frames never wait behind them.)"""
         while changes:
-            chunk = self.APPLY_CHUNK if self.committer.quiet_for() > self.QUIET_SECONDS else self.APPLY_CHUNK_BUSY
+            quiet = self.background_journal is not None or self.committer.quiet_for() > self.QUIET_SECONDS
+            chunk = self.APPLY_CHUNK if quiet else self.APPLY_CHUNK_BUSY
             await self.committer.submit(changes[:chunk], background=True)
             changes = changes[chunk:]
             if self.after_apply is not None:

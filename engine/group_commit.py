@@ -109,6 +109,10 @@ class GroupCommitter:
         Waits while there is nothing to do."""
         while True:
             if self._urgent:
+                if self._background and self._write_background is None \
+                        and time.monotonic() - self._last_background >= self._max_wait:
+                    self._last_background = time.monotonic()    # frames never wait out: max_wait holds
+                    return [self._background.popleft()], False
                 n = min(len(self._urgent), self._max_batch)
                 return [self._urgent.popleft() for _ in range(n)], True
             if self._background and self._write_background is None:
@@ -150,11 +154,12 @@ class GroupCommitter:
             batch, urgent = batch
             started = time.monotonic()
             self._commit(batch, self._write_batch)
-            if urgent:
+            if urgent and self._write_background is None:    # the busy share only matters to one lane
                 ended = time.monotonic()
                 with self._cond:
                     self._recent.append((ended, ended - started))
                     self._recent_busy += ended - started
+                    self._busy(ended)                         # drop what left the window: bounded
 
     def _commit(self, batch: list, write: Callable[[list[Any]], list[Any]]) -> None:
         started = time.perf_counter()

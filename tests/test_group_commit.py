@@ -100,12 +100,13 @@ def test_processed_messages_go_in_small_chunks_while_frames_arrive_and_big_ones_
         committer = GroupCommitter(write, idle_gap=0.0, max_wait=0.0)
         committer.start(asyncio.get_running_loop())
         engine = object.__new__(Engine)
-        engine.committer, engine.after_apply = committer, None
+        engine.committer, engine.after_apply, engine.background_journal = committer, None, None
         await asyncio.sleep(Engine.QUIET_SECONDS * 2)
         assert committer.quiet_for() > Engine.QUIET_SECONDS
         await engine._apply(list(range(20)))               # quiet: 8 + 8 + 4
         await committer.submit("frame")
-        assert committer.quiet_for() < Engine.QUIET_SECONDS
+        engine.QUIET_SECONDS = 60.0                        # "just now", however slow this machine is today
+        assert committer.quiet_for() < engine.QUIET_SECONDS
         await engine._apply(list(range(5)))                # a frame just came: 2 + 2 + 1
         await committer.close()
     run(main())
@@ -126,14 +127,14 @@ def test_background_work_runs_between_frames_while_they_leave_the_writer_mostly_
             return items
 
         async def main():
-            committer = GroupCommitter(write, idle_gap=10.0, max_wait=10.0, busy_share=0.3)
+            committer = GroupCommitter(write, idle_gap=10.0, max_wait=30.0, busy_share=0.3)
             committer.start(asyncio.get_running_loop())
             frames, background = [], []
-            for i in range(40):          # a frame every 10 ms for 0.4 s; background work from 0.15 s on
+            for i in range(40):          # a frame every 20 ms for 0.8 s; background work from 0.3 s on
                 frames.append(committer.submit(f"frame-{i}"))
                 if 15 <= i < 25:
                     background.append(committer.submit(f"bg-{i - 15}", background=True))
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.02)
             await asyncio.gather(*frames)
             ran = sum(1 for b in background if b.done())
             await committer.close()
@@ -141,8 +142,30 @@ def test_background_work_runs_between_frames_while_they_leave_the_writer_mostly_
         ran = run(main())
         return order, ran
 
-    order, ran = run_with(0.001)        # ~10 % busy: all ten background items done while frames still came
+    order, ran = run_with(0.001)        # ~5 % busy: all ten background items done while frames still came
     assert ran == 10 and order.index("bg-9") < order.index("frame-39")
-    order, ran = run_with(0.02)         # frames come faster than they commit: background waits (for gaps
-    #                                      of 10 s or max_wait 10 s here, i.e. until close)
+    order, ran = run_with(0.03)         # frames come faster than they commit: background waits (for gaps
+    #                                      of 10 s or max_wait 30 s here, i.e. until close)
     assert ran == 0 and order.index("bg-0") > order.index("frame-39")
+
+
+def test_background_work_gets_in_even_when_frames_never_stop_queueing():
+    """A writer saturated with frames (one always waiting): a background item still goes in after max_wait."""
+    order: list[str] = []
+
+    def write(items):
+        time.sleep(0.005)
+        order.extend(items)
+        return items
+
+    async def main():
+        committer = GroupCommitter(write, max_batch=1, idle_gap=10.0, max_wait=0.1, busy_share=0.0)
+        committer.start(asyncio.get_running_loop())
+        frames = [committer.submit(f"frame-{i}") for i in range(120)]    # 0.6 s of queued frames
+        background = committer.submit("bg", background=True)
+        await background
+        assert not all(f.done() for f in frames)
+        await asyncio.gather(*frames)
+        await committer.close()
+    run(main())
+    assert 5 <= order.index("bg") < 110
