@@ -18,6 +18,7 @@ tests, in a thread.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -175,10 +176,9 @@ def worker_init(config: EngineConfig, nice: int) -> None:
     _worker["journal"] = processing_journal(config)
     for channel in config.channels:   # now, not inside the first batch: the first messages wait less
         if channel.transformer is not None:
-            try:
+            # a broken mappings folder is left for each message to report (map_message)
+            with contextlib.suppress(Exception):
                 mappings_for(channel)
-            except Exception:          # a broken mappings folder: each message says so (map_message)
-                pass
 
 
 def worker_decide_batch(limit: int) -> list[StatusChange]:
