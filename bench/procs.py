@@ -50,8 +50,8 @@ class Launch:
     env: dict[str, str] = field(default_factory=dict)
     ready: str = "line"  # "line": READY on stdout; "tcp": port accepts connections
     # After the warm-up, before anything is measured: wait until the server is in its steady state
-    # (None: it is as soon as it answers). Raises RuntimeError when it never gets there.
-    settle: Callable[[], None] | None = None
+    # (the default: it is as soon as it answers). Raises RuntimeError when it never gets there.
+    settle: Callable[[], None] = lambda: None
 
 
 def _engine(port: int, data_dir: Path) -> Launch:
@@ -61,8 +61,10 @@ def _engine(port: int, data_dir: Path) -> Launch:
     loaded = load_config(REPO_ROOT / config, {**os.environ, **env})
     store = loaded.store_location
     web_port = loaded.web.port if loaded.web.enabled else None
-    return Launch([sys.executable, "run_engine.py", "run", "--config", config], env, ready="tcp",
-                  settle=(lambda: _engine_settled(store, web_port)) if isinstance(store, Path) else None)
+    launch = Launch([sys.executable, "run_engine.py", "run", "--config", config], env, ready="tcp")
+    if isinstance(store, Path):     # SQLite (a PostgreSQL store is not looked into here)
+        launch.settle = lambda: _engine_settled(store, web_port)
+    return launch
 
 
 def _engine_settled(store: Path, web_port: int | None, timeout: float = 60.0) -> None:
@@ -149,7 +151,7 @@ def start(name: str, data_dir: Path, port: int | None = None, ready_timeout: flo
     proc = subprocess.Popen(spec.argv, cwd=REPO_ROOT, env={**os.environ, **spec.env},
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     log.close()
-    srv = Server(name, port, data_dir, proc, settle=spec.settle or (lambda: None))
+    srv = Server(name, port, data_dir, proc, settle=spec.settle)
     deadline = t0 + ready_timeout
     while time.perf_counter() < deadline:  # bounded by ready_timeout
         if proc.poll() is not None:

@@ -108,20 +108,19 @@ class GroupCommitter:
         """Under the lock: the next transaction's items and whether they are urgent, or None to stop.
         Waits while there is nothing to do."""
         while True:
+            now = time.monotonic()
+            background = bool(self._background) and self._write_background is None
+            if background and now - self._last_background >= self._max_wait:   # never starved, frames or not
+                self._last_background = now
+                return [self._background.popleft()], False
             if self._urgent:
-                if self._background and self._write_background is None \
-                        and time.monotonic() - self._last_background >= self._max_wait:
-                    self._last_background = time.monotonic()    # frames never wait out: max_wait holds
-                    return [self._background.popleft()], False
                 n = min(len(self._urgent), self._max_batch)
                 return [self._urgent.popleft() for _ in range(n)], True
-            if self._background and self._write_background is None:
-                now = time.monotonic()
-                wait = min(self._last_urgent + self._idle_gap, self._last_background + self._max_wait) - now
-                if wait <= 0 or self._stopping or self._busy(now) < self._busy_share:
+            if background:
+                if self._stopping or now - self._last_urgent >= self._idle_gap or self._busy(now) < self._busy_share:
                     self._last_background = now
                     return [self._background.popleft()], False
-                self._wait(wait)
+                self._wait(min(self._last_urgent + self._idle_gap, self._last_background + self._max_wait) - now)
                 continue
             if self._stopping:
                 return None
@@ -152,26 +151,28 @@ class GroupCommitter:
             if batch is None:
                 return
             batch, urgent = batch
-            started = time.monotonic()
-            self._commit(batch, self._write_batch)
+            seconds = self._commit(batch, self._write_batch)
             if urgent and self._write_background is None:    # the busy share only matters to one lane
-                ended = time.monotonic()
                 with self._cond:
-                    self._recent.append((ended, ended - started))
-                    self._recent_busy += ended - started
+                    ended = time.monotonic()
+                    self._recent.append((ended, seconds))
+                    self._recent_busy += seconds
                     self._busy(ended)                         # drop what left the window: bounded
 
-    def _commit(self, batch: list, write: Callable[[list[Any]], list[Any]]) -> None:
+    def _commit(self, batch: list, write: Callable[[list[Any]], list[Any]]) -> float:
+        """Write one transaction and hand its results to the loop; returns the seconds it took."""
         started = time.perf_counter()
         try:
             results = write([item for item, _ in batch])
             error = None
         except Exception as exc:  # reported to every waiting submitter
             results, error = None, exc
-        self.write_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.write_seconds += seconds
         self.batches += 1
         self.items += len(batch)
         self._loop.call_soon_threadsafe(_resolve, batch, results, error)
+        return seconds
 
 
 def _resolve(batch: list, results: list | None, error: Exception | None) -> None:

@@ -4,8 +4,8 @@ The engine process records into per-process mmap files under `<data_dir>/prometh
 engine start, before any metric exists): inbound messages per channel and ACK code, the ACK latency
 histogram (from the MLLP listener's `on_ack` hook: counted in plain dicts, well under a µs, and moved into
 the files every FLUSH_SECONDS: a locked mmap write per value per frame cost ~8 % of the event loop's time
-at 2,000 msg/s), errors by class. OCR workers (spawned by the engine, so they inherit the directory) record seconds per
-page with `observe_ocr_page`. The web process's `/metrics` merges those files and adds gauges read from
+at 2,000 msg/s), errors by class. OCR workers (spawned by the engine, so they inherit the directory)
+record seconds per page with `observe_ocr_page`. The web process's `/metrics` merges those files and adds gauges read from
 the store at scrape time (outbound queue depth, messages waiting/in error, open referrals, paused
 channels); every such read is bounded by an index, never a count over the whole journal.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from bisect import bisect_left
 import sqlite3
+from bisect import bisect_left
 from pathlib import Path
 
 from engine.db import columns
